@@ -1,0 +1,51 @@
+/** What one keychain item holds: the account's token pair and the access token's expiry. */
+export interface StoredCredentials {
+	access: string;
+	refresh: string;
+	/** Access-token expiry, ms since epoch, as the token endpoint gave it. */
+	expires: number;
+}
+
+/** Windows Credential Manager refuses larger secrets; the other keychains take more. */
+export const MAX_SECRET_BYTES = 2560;
+
+export class CredentialFormatError extends Error {
+	override readonly name = "CredentialFormatError";
+}
+
+export function serializeCredentials(credentials: StoredCredentials): string {
+	const text = JSON.stringify({ v: 1, access: credentials.access, refresh: credentials.refresh, expires: credentials.expires });
+	if (Buffer.byteLength(text, "utf8") > MAX_SECRET_BYTES) {
+		throw new CredentialFormatError(
+			`The token pair is ${Buffer.byteLength(text, "utf8")} bytes, over the ${MAX_SECRET_BYTES}-byte keychain item limit.`,
+		);
+	}
+	return text;
+}
+
+/** Parses a keychain secret; the error says what is wrong without quoting the secret. */
+export function parseCredentials(secret: string): StoredCredentials {
+	let raw: unknown;
+	try {
+		raw = JSON.parse(secret);
+	} catch {
+		throw new CredentialFormatError("its secret is not the JSON this extension writes");
+	}
+	if (raw === null || typeof raw !== "object") throw new CredentialFormatError("its secret is not a JSON object");
+	const { v, access, refresh, expires } = raw as Record<string, unknown>;
+	if (v !== 1) throw new CredentialFormatError("its secret has an unknown format version");
+	if (typeof access !== "string" || access.length < 8 || /\s/.test(access)) {
+		throw new CredentialFormatError("its access token is missing or malformed");
+	}
+	if (typeof refresh !== "string" || refresh.length < 8 || /\s/.test(refresh)) {
+		throw new CredentialFormatError("its refresh token is missing or malformed");
+	}
+	if (typeof expires !== "number" || !Number.isFinite(expires)) {
+		throw new CredentialFormatError("its expiry is missing or malformed");
+	}
+	return { access, refresh, expires };
+}
+
+export function sameCredentials(a: StoredCredentials, b: StoredCredentials): boolean {
+	return a.access === b.access && a.refresh === b.refresh && a.expires === b.expires;
+}

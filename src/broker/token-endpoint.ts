@@ -1,0 +1,160 @@
+import { redactSecrets } from "./redact.js";
+
+/** Anthropic's OAuth client for Claude Pro/Max, as pi-ai's Anthropic OAuth uses it. */
+export const ANTHROPIC_OAUTH = {
+	clientId: "9d1c250a-e61b-44d9-88ed-5944d1962f5e",
+	authorizeUrl: "https://claude.ai/oauth/authorize",
+	tokenUrl: "https://platform.claude.com/v1/oauth/token",
+	redirectUri: "http://localhost:53692/callback",
+	callbackPort: 53692,
+	scopes: "org:create_api_key user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload",
+} as const;
+
+export interface TokenGrant {
+	access: string;
+	refresh: string;
+	/** Lifetime of the access token in ms, as the endpoint stated it. */
+	expiresInMs: number;
+}
+
+export interface CodeExchange {
+	code: string;
+	state: string;
+	verifier: string;
+	redirectUri: string;
+}
+
+/** The one boundary to the OAuth token endpoint. Only the TokenBroker calls it. */
+export interface TokenEndpoint {
+	readonly url: string;
+	refresh(refreshToken: string): Promise<TokenGrant>;
+	exchangeCode(exchange: CodeExchange): Promise<TokenGrant>;
+}
+
+export type TokenEndpointErrorKind = "invalid_grant" | "rejected" | "server" | "unreachable" | "no_answer" | "malformed";
+
+/** A failed token request. Its message never contains the request's or the response's tokens. */
+export class TokenEndpointError extends Error {
+	override readonly name = "TokenEndpointError";
+	constructor(
+		readonly kind: TokenEndpointErrorKind,
+		message: string,
+		readonly status?: number,
+	) {
+		super(message);
+	}
+}
+
+export interface HttpTokenEndpointOptions {
+	url?: string;
+	timeoutMs?: number;
+	clientId?: string;
+}
+
+export class HttpTokenEndpoint implements TokenEndpoint {
+	readonly url: string;
+	private readonly timeoutMs: number;
+	private readonly clientId: string;
+
+	constructor(options: HttpTokenEndpointOptions = {}) {
+		this.url = options.url ?? process.env.PI_MCC_TOKEN_URL ?? ANTHROPIC_OAUTH.tokenUrl;
+		this.timeoutMs = options.timeoutMs ?? positiveNumber(process.env.PI_MCC_TOKEN_TIMEOUT_MS) ?? 30_000;
+		this.clientId = options.clientId ?? ANTHROPIC_OAUTH.clientId;
+	}
+
+	refresh(refreshToken: string): Promise<TokenGrant> {
+		return this.post({ grant_type: "refresh_token", client_id: this.clientId, refresh_token: refreshToken }, [
+			refreshToken,
+		]);
+	}
+
+	exchangeCode({ code, state, verifier, redirectUri }: CodeExchange): Promise<TokenGrant> {
+		return this.post(
+			{
+				grant_type: "authorization_code",
+				client_id: this.clientId,
+				code,
+				state,
+				redirect_uri: redirectUri,
+				code_verifier: verifier,
+			},
+			[code, verifier],
+		);
+	}
+
+	private async post(body: Record<string, string>, sent: string[]): Promise<TokenGrant> {
+		let response: Response;
+		try {
+			response = await fetch(this.url, {
+				method: "POST",
+				headers: { "Content-Type": "application/json", Accept: "application/json" },
+				body: JSON.stringify(body),
+				signal: AbortSignal.timeout(this.timeoutMs),
+			});
+		} catch (error) {
+			const aborted = error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError");
+			throw new TokenEndpointError(
+				aborted ? "no_answer" : "unreachable",
+				aborted
+					? `the token endpoint ${this.url} gave no answer within ${Math.round(this.timeoutMs / 1000)} s`
+					: `the token endpoint ${this.url} could not be reached (${networkCause(error, sent)})`,
+			);
+		}
+		let text: string;
+		try {
+			text = await response.text();
+		} catch {
+			throw new TokenEndpointError("no_answer", `the token endpoint ${this.url} closed the connection mid-answer`);
+		}
+		if (!response.ok) throw this.failure(response.status, text);
+		let data: Record<string, unknown>;
+		try {
+			data = JSON.parse(text) as Record<string, unknown>;
+		} catch {
+			throw new TokenEndpointError("malformed", `the token endpoint ${this.url} answered ${response.status} with a body that is not JSON`);
+		}
+		const access = data?.access_token;
+		const refresh = data?.refresh_token;
+		const expiresIn = data?.expires_in;
+		if (typeof access !== "string" || access.length < 8 || /\s/.test(access)) {
+			throw new TokenEndpointError("malformed", `the token endpoint ${this.url} answered without a usable access token`);
+		}
+		if (typeof refresh !== "string" || refresh.length < 8 || /\s/.test(refresh)) {
+			throw new TokenEndpointError("malformed", `the token endpoint ${this.url} answered without a usable refresh token`);
+		}
+		if (typeof expiresIn !== "number" || !Number.isFinite(expiresIn) || expiresIn < 0) {
+			throw new TokenEndpointError("malformed", `the token endpoint ${this.url} answered without a usable expiry`);
+		}
+		return { access, refresh, expiresInMs: expiresIn * 1000 };
+	}
+
+	/** Only the OAuth error code is kept from the body: descriptions can quote the request's tokens. */
+	private failure(status: number, text: string): TokenEndpointError {
+		let code: string | undefined;
+		try {
+			const parsed = JSON.parse(text) as { error?: unknown };
+			const candidate = typeof parsed.error === "object" && parsed.error !== null ? (parsed.error as { type?: unknown }).type : parsed.error;
+			if (typeof candidate === "string" && /^[a-z_]{1,40}$/.test(candidate)) code = candidate;
+		} catch {
+			// not JSON: no code
+		}
+		if (code === "invalid_grant") {
+			return new TokenEndpointError("invalid_grant", `the token endpoint rejected the refresh token (invalid_grant)`, status);
+		}
+		const kind: TokenEndpointErrorKind = status >= 500 ? "server" : "rejected";
+		return new TokenEndpointError(kind, `the token endpoint answered HTTP ${status}${code ? ` (${code})` : ""}`, status);
+	}
+}
+
+function networkCause(error: unknown, sent: string[]): string {
+	const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
+	const code = (cause as { code?: unknown })?.code;
+	if (typeof code === "string") return code;
+	return redactSecrets(cause instanceof Error ? cause.message : String(cause), sent).slice(0, 120);
+}
+
+function positiveNumber(raw: string | undefined): number | undefined {
+	if (!raw) return undefined;
+	const value = Number(raw);
+	return Number.isFinite(value) && value > 0 ? value : undefined;
+}

@@ -1,0 +1,53 @@
+import lockfile from "proper-lockfile";
+import { ConfigError } from "./errors.js";
+import { ensurePrivateDir } from "./private-file.js";
+import { dirname } from "node:path";
+
+export interface FileLockOptions {
+	/** A lock whose holder stopped refreshing it for this long is taken over (its holder died). */
+	staleMs?: number;
+	/** How long to wait for the lock before giving up. */
+	waitMs?: number;
+}
+
+/**
+ * Runs `fn` while holding a cross-process lock on `target`, with the same protocol pi uses for auth.json
+ * (proper-lockfile: an atomic `mkdir <target>.lock`, kept fresh while held, taken over once stale).
+ */
+export async function withFileLock<T>(target: string, fn: () => Promise<T>, options: FileLockOptions = {}): Promise<T> {
+	const staleMs = options.staleMs ?? 15_000;
+	const waitMs = options.waitMs ?? 60_000;
+	await ensurePrivateDir(dirname(target));
+	let release: (() => Promise<void>) | undefined;
+	let compromised: Error | undefined;
+	try {
+		release = await lockfile.lock(target, {
+			realpath: false,
+			stale: staleMs,
+			// Short, capped back-off: contenders wait for one HTTP refresh at most, so poll briskly.
+			retries: { retries: Math.ceil(waitMs / 250), factor: 1.3, minTimeout: 10, maxTimeout: 250, randomize: true },
+			onCompromised: (error) => {
+				compromised = error;
+			},
+		});
+	} catch (error) {
+		const code = (error as { code?: unknown }).code;
+		throw new ConfigError(
+			target,
+			"locked",
+			code === "ELOCKED"
+				? `Another pi process held the lock ${target}.lock for more than ${Math.round(waitMs / 1000)} s. ` +
+						"If no pi is running, remove that directory."
+				: `Cannot take the lock ${target}.lock: ${error instanceof Error ? error.message : String(error)}`,
+		);
+	}
+	try {
+		const result = await fn();
+		if (compromised) {
+			throw new ConfigError(target, "locked", `The lock ${target}.lock was lost while held: ${compromised.message}`);
+		}
+		return result;
+	} finally {
+		await release().catch(() => {});
+	}
+}

@@ -1,0 +1,70 @@
+import { ConfigError } from "./errors.js";
+import { withFileLock } from "./file-lock.js";
+import { readPrivateFile, statPrivateFile, writePrivateFileAtomic } from "./private-file.js";
+
+export interface JsonFileStoreOptions<T> {
+	file: string;
+	/** Validates parsed JSON; throws a ConfigError naming the file and field on anything it refuses. */
+	parse: (raw: unknown, file: string) => T;
+	/** What a missing file means. */
+	empty: () => T;
+}
+
+export type Change<T, R> = (current: T) => { next?: T; result: R } | Promise<{ next?: T; result: R }>;
+
+/**
+ * A small JSON file owned by this extension: validated on every read and before every write, replaced
+ * atomically with mode 0600, and changed only read-modify-write under a cross-process lock so two pi sessions
+ * never lose each other's update. A file it cannot parse is reported and never overwritten.
+ */
+export class JsonFileStore<T> {
+	private cached: { version: string; value: T } | undefined;
+
+	constructor(private readonly options: JsonFileStoreOptions<T>) {}
+
+	get file(): string {
+		return this.options.file;
+	}
+
+	/** The current content. An unchanged file (same inode, size and times) is not parsed again. */
+	async read(): Promise<T> {
+		const stat = await statPrivateFile(this.file);
+		if (!stat) return this.options.empty();
+		if (this.cached?.version === stat.version) return structuredClone(this.cached.value);
+		const text = await readPrivateFile(this.file);
+		if (text === undefined) return this.options.empty();
+		const value = this.parseText(text);
+		this.cached = { version: stat.version, value };
+		return structuredClone(value);
+	}
+
+	async update<R>(change: Change<T, R>): Promise<R> {
+		return withFileLock(this.file, async () => {
+			const text = await readPrivateFile(this.file);
+			const current = text === undefined ? this.options.empty() : this.parseText(text);
+			const { next, result } = await change(current);
+			if (next !== undefined) {
+				// Validate what is about to be written with the same rules as what is read.
+				const checked = this.options.parse(JSON.parse(JSON.stringify(next)), this.file);
+				await writePrivateFileAtomic(this.file, `${JSON.stringify(checked, null, "\t")}\n`);
+				this.cached = undefined;
+			}
+			return result;
+		});
+	}
+
+	private parseText(text: string): T {
+		let raw: unknown;
+		try {
+			raw = JSON.parse(text);
+		} catch (error) {
+			const reason = error instanceof SyntaxError ? error.message : "unparsable";
+			throw new ConfigError(
+				this.file,
+				"invalid",
+				`${this.file} is not valid JSON (${reason}). It was left untouched: fix it or move it away.`,
+			);
+		}
+		return this.options.parse(raw, this.file);
+	}
+}

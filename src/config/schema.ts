@@ -1,0 +1,82 @@
+import { z } from "zod";
+import { LABEL_PATTERN } from "./labels.js";
+
+export const CONFIG_VERSION = 1;
+
+const label = z.string().regex(LABEL_PATTERN, "not a valid label (letters, digits, '.', '_', '-'; at most 64)");
+
+const accountSchema = z.looseObject({
+	label,
+	fallbackTo: z.array(label).max(64).default([]),
+	/** When the account was last logged in (ms since epoch): not secret, shown by /mcc-status. */
+	loggedInAt: z.number().int().nonnegative().optional(),
+});
+
+export const configSchema = z
+	.looseObject({
+		version: z.literal(CONFIG_VERSION),
+		activeLabel: label.optional(),
+		accounts: z.array(accountSchema).max(500).default([]),
+	})
+	.superRefine((config, ctx) => {
+		const labels = new Set<string>();
+		config.accounts.forEach((account, index) => {
+			if (labels.has(account.label)) {
+				ctx.addIssue({ code: "custom", path: ["accounts", index, "label"], message: `duplicate label "${account.label}"` });
+			}
+			labels.add(account.label);
+		});
+		config.accounts.forEach((account, index) => {
+			const seen = new Set<string>();
+			account.fallbackTo.forEach((target, t) => {
+				const path = ["accounts", index, "fallbackTo", t];
+				if (target === account.label) ctx.addIssue({ code: "custom", path, message: "an account cannot fall back to itself" });
+				else if (!labels.has(target)) ctx.addIssue({ code: "custom", path, message: `unknown account "${target}"` });
+				else if (seen.has(target)) ctx.addIssue({ code: "custom", path, message: `"${target}" is listed twice` });
+				seen.add(target);
+			});
+		});
+		if (config.activeLabel !== undefined && !labels.has(config.activeLabel)) {
+			ctx.addIssue({ code: "custom", path: ["activeLabel"], message: `unknown account "${config.activeLabel}"` });
+		}
+	});
+
+export type AccountsConfig = z.infer<typeof configSchema>;
+export type AccountEntry = AccountsConfig["accounts"][number];
+
+export function emptyConfig(): AccountsConfig {
+	return { version: CONFIG_VERSION, accounts: [] };
+}
+
+const cooldownSchema = z.object({
+	until: z.number(),
+	reason: z.enum(["rate_limit", "overloaded"]),
+	setAt: z.number(),
+});
+
+const needsLoginSchema = z.object({ since: z.number(), reason: z.string().max(200) });
+
+export const stateSchema = z.looseObject({
+	version: z.literal(1),
+	cooldowns: z.record(label, cooldownSchema).default({}),
+	needsLogin: z.record(label, needsLoginSchema).default({}),
+});
+
+export type SharedState = z.infer<typeof stateSchema>;
+export type Cooldown = z.infer<typeof cooldownSchema>;
+
+export function emptyState(): SharedState {
+	return { version: 1, cooldowns: {}, needsLogin: {} };
+}
+
+/** "accounts[2].fallbackTo[0]: unknown account "x"" — the first few problems, each with its field. */
+export function describeIssues(error: z.ZodError, max = 3): string {
+	const lines = error.issues.slice(0, max).map((issue) => {
+		const field = issue.path
+			.map((part, i) => (typeof part === "number" ? `[${part}]` : i === 0 ? String(part) : `.${String(part)}`))
+			.join("");
+		return `${field || "(top level)"}: ${issue.message}`;
+	});
+	const more = error.issues.length > max ? ` (and ${error.issues.length - max} more)` : "";
+	return lines.join("; ") + more;
+}

@@ -1,0 +1,37 @@
+/**
+ * The secret-keeping layer, built once per process from the environment: keychain, config and state files,
+ * token broker. Loaded on first use through `core-loader.ts` (never at pi start-up), because importing
+ * `@napi-rs/keyring` and `zod` costs pi about 55 ms of start-up.
+ */
+import { createConfigStore } from "./config/config-store.js";
+import type { JsonFileStore } from "./config/json-file-store.js";
+import { type ExtensionPaths, resolvePaths } from "./config/paths.js";
+import type { AccountsConfig, SharedState } from "./config/schema.js";
+import { createStateStore } from "./config/state-store.js";
+import { FileRefreshLock } from "./broker/file-refresh-lock.js";
+import { StateLoginMarks } from "./broker/state-login-marks.js";
+import { DEFAULT_REFRESH_MARGIN_MS, TokenBroker } from "./broker/token-broker.js";
+import { HttpTokenEndpoint } from "./broker/token-endpoint.js";
+import { OsSecretStore } from "./keychain/os-secret-store.js";
+
+export interface Core {
+	paths: ExtensionPaths;
+	config: JsonFileStore<AccountsConfig>;
+	state: JsonFileStore<SharedState>;
+	broker: TokenBroker;
+}
+
+export function createCore(env: NodeJS.ProcessEnv = process.env): Core {
+	const paths = resolvePaths(env);
+	const config = createConfigStore(paths.configFile);
+	const state = createStateStore(paths.stateFile);
+	const margin = Number(env.PI_MCC_REFRESH_MARGIN_MS);
+	const broker = new TokenBroker({
+		secrets: new OsSecretStore({ service: env.PI_MCC_KEYCHAIN_SERVICE || undefined }),
+		endpoint: new HttpTokenEndpoint({ url: env.PI_MCC_TOKEN_URL || undefined }),
+		lock: new FileRefreshLock(paths.lockDir),
+		marks: new StateLoginMarks(state),
+		refreshMarginMs: Number.isFinite(margin) && env.PI_MCC_REFRESH_MARGIN_MS ? margin : DEFAULT_REFRESH_MARGIN_MS,
+	});
+	return { paths, config, state, broker };
+}

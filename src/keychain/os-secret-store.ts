@@ -1,0 +1,164 @@
+import { AsyncEntry } from "@napi-rs/keyring";
+import { KEYCHAIN_SERVICE, KeychainError, type KeychainErrorKind, type SecretStore } from "./secret-store.js";
+
+/** Default bound on one keychain call: long enough for a person to answer a macOS access prompt. */
+export const DEFAULT_KEYCHAIN_TIMEOUT_MS = 20_000;
+
+export interface OsSecretStoreOptions {
+	service?: string;
+	timeoutMs?: number;
+	platform?: NodeJS.Platform;
+}
+
+/**
+ * SecretStore over `@napi-rs/keyring`. On Linux it is pinned to the Secret Service: unpinned, the library
+ * silently falls back to the kernel keyutils store, which forgets every token at reboot.
+ */
+export class OsSecretStore implements SecretStore {
+	readonly backend: string;
+	private readonly service: string;
+	private readonly timeoutMs: number;
+	private readonly platform: NodeJS.Platform;
+	// Constructing an entry opens a platform session (~5 ms, and on Linux a blocking D-Bus round trip), so
+	// each label's entry is built once and reused.
+	private readonly entries = new Map<string, AsyncEntry>();
+
+	constructor(options: OsSecretStoreOptions = {}) {
+		this.service = options.service ?? KEYCHAIN_SERVICE;
+		this.timeoutMs = options.timeoutMs ?? keychainTimeoutFromEnv() ?? DEFAULT_KEYCHAIN_TIMEOUT_MS;
+		this.platform = options.platform ?? process.platform;
+		this.backend = backendName(this.platform);
+	}
+
+	get(label: string): Promise<string | null> {
+		return this.bounded("read", label, (entry, signal) => entry.getPassword(signal));
+	}
+
+	set(label: string, secret: string): Promise<void> {
+		// setPassword updates the existing item in place (no delete-then-add window where the account is gone).
+		return this.bounded("write", label, (entry, signal) => entry.setPassword(secret, signal));
+	}
+
+	delete(label: string): Promise<boolean> {
+		return this.bounded("delete", label, (entry, signal) => entry.deleteCredential(signal));
+	}
+
+	private entry(label: string): AsyncEntry {
+		let entry = this.entries.get(label);
+		if (!entry) {
+			entry = new AsyncEntry(this.service, label, { linux: { store: "secret-service" } });
+			this.entries.set(label, entry);
+		}
+		return entry;
+	}
+
+	private async bounded<T>(
+		operation: string,
+		label: string,
+		call: (entry: AsyncEntry, signal: AbortSignal) => Promise<T>,
+	): Promise<T> {
+		const abort = new AbortController();
+		let timer: NodeJS.Timeout | undefined;
+		// The library's own abort does not interrupt a D-Bus call that is waiting for a frozen daemon, so the
+		// bound is enforced here with a race; the abandoned call settles (or not) on its own.
+		const expired = new Promise<never>((_, reject) => {
+			timer = setTimeout(() => {
+				abort.abort();
+				reject(
+					new KeychainError(
+						"timeout",
+						`The ${this.backend} did not answer a ${operation} of account "${label}" within ` +
+							`${Math.round(this.timeoutMs / 1000)} s: the keychain daemon may be frozen or an unlock prompt ` +
+							"is waiting for an answer. Answer the prompt or restart the keychain daemon, then try again.",
+					),
+				);
+			}, this.timeoutMs);
+		});
+		try {
+			return await Promise.race([call(this.entry(label), abort.signal), expired]);
+		} catch (error) {
+			if (error instanceof KeychainError) throw error;
+			throw describeKeyringFailure(error, operation, label, this.backend, this.platform);
+		} finally {
+			clearTimeout(timer);
+		}
+	}
+}
+
+function keychainTimeoutFromEnv(): number | undefined {
+	const raw = process.env.PI_MCC_KEYCHAIN_TIMEOUT_MS;
+	if (!raw) return undefined;
+	const value = Number(raw);
+	return Number.isFinite(value) && value > 0 ? value : undefined;
+}
+
+export function backendName(platform: NodeJS.Platform): string {
+	if (platform === "darwin") return "macOS Keychain";
+	if (platform === "win32") return "Windows Credential Manager";
+	return "Secret Service keychain";
+}
+
+const FIXES: Record<KeychainErrorKind, Partial<Record<NodeJS.Platform | "default", string>>> = {
+	unavailable: {
+		linux:
+			"No Secret Service is reachable on this D-Bus session. On a desktop, log in to a GNOME/KDE session " +
+			"(gnome-keyring or KWallet) or enable KeePassXC's Secret Service integration. Headless or over SSH: " +
+			"start one, e.g. `dbus-run-session -- sh -c 'gnome-keyring-daemon --unlock --components=secrets; pi'` " +
+			'(see "Keychain troubleshooting" in the README). Tokens are never stored in a file instead.',
+		default: "The OS keychain is not available to this process. Tokens are never stored in a file instead.",
+	},
+	locked: {
+		linux:
+			"The keychain collection is locked. Unlock it (Seahorse, your desktop's unlock prompt, or " +
+			"`gnome-keyring-daemon --unlock` on a headless session), then try again.",
+		darwin:
+			"The login keychain is locked (common in SSH sessions). Run `security unlock-keychain " +
+			"~/Library/Keychains/login.keychain-db`, then try again.",
+		default: "The keychain is locked. Unlock it, then try again.",
+	},
+	timeout: { default: "The keychain did not answer. Restart the keychain daemon, then try again." },
+	denied: {
+		darwin:
+			"The macOS Keychain refused access. Allow the access prompt, or in Keychain Access open the " +
+			'"pi-multi-claude-code" item and allow this program under Access Control.',
+		default: "The keychain refused access to this item. Check its access rules, then try again.",
+	},
+	failed: { default: "The keychain reported an error." },
+};
+
+/** Maps the library's untyped errors to one typed error with the fix for this platform. */
+export function describeKeyringFailure(
+	error: unknown,
+	operation: string,
+	label: string,
+	backend: string,
+	platform: NodeJS.Platform,
+): KeychainError {
+	const detail = error instanceof Error ? error.message : String(error);
+	const kind = classifyKeyringMessage(detail);
+	const fixes = FIXES[kind];
+	const fix = fixes[platform] ?? fixes.default ?? "";
+	return new KeychainError(
+		kind,
+		`Could not ${operation} the ${backend} item of account "${label}": ${fix} (${oneLine(detail)})`,
+	);
+}
+
+export function classifyKeyringMessage(message: string): KeychainErrorKind {
+	const text = message.toLowerCase();
+	if (/did not receive a reply|timed out|timeout/.test(text)) return "timeout";
+	if (/unlock prompt|locked|interaction is not allowed|user interaction/.test(text)) return "locked";
+	if (/access denied|permission|not permitted|authorization|errsecauthfailed/.test(text)) return "denied";
+	if (
+		/failed to connect|autolaunch|serviceunknown|was not provided|no such file|not available|no result found|object does not exist|dbus/.test(
+			text,
+		)
+	)
+		return "unavailable";
+	return "failed";
+}
+
+function oneLine(text: string): string {
+	const flat = text.replace(/\s+/g, " ").trim();
+	return flat.length > 200 ? `${flat.slice(0, 200)}…` : flat;
+}

@@ -1,0 +1,33 @@
+/**
+ * The one boundary between this extension and the OS keychain. Deliberately as small as go-keyring's surface:
+ * one secret per account label, read, written in place, deleted.
+ */
+export interface SecretStore {
+	/** Human-readable name of the backend, e.g. "Secret Service (gnome-keyring, KWallet, KeePassXC)". */
+	readonly backend: string;
+	/** The stored secret, or `null` when no item exists for the label (never throws for "not found"). */
+	get(label: string): Promise<string | null>;
+	/** Creates or replaces the item in place. */
+	set(label: string, secret: string): Promise<void>;
+	/** Deletes the item; `false` when there was none. */
+	delete(label: string): Promise<boolean>;
+}
+
+export type KeychainErrorKind = "unavailable" | "locked" | "timeout" | "denied" | "failed";
+
+/**
+ * A keychain failure that a person can act on. The message never contains a secret: it is built from the
+ * operation, the label and the platform's error text, which describes the store and never echoes a secret.
+ */
+export class KeychainError extends Error {
+	override readonly name = "KeychainError";
+	constructor(
+		readonly kind: KeychainErrorKind,
+		message: string,
+	) {
+		super(message);
+	}
+}
+
+/** The service name under which every item is stored; a person searches their keychain UI for it. */
+export const KEYCHAIN_SERVICE = "pi-multi-claude-code";
