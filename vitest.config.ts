@@ -3,6 +3,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
 	test: {
 		include: ["test/**/*.test.ts"],
+		reporters: ["default", "./test/summary-reporter.ts"],
 		// Real keychain, real processes and real HTTP: give each test room, but bound everything.
 		testTimeout: 30_000,
 		hookTimeout: 30_000,
