@@ -3,6 +3,7 @@
  * token broker. Loaded on first use through `core-loader.ts` (never at pi start-up), because importing
  * `@napi-rs/keyring` and `zod` costs pi about 55 ms of start-up.
  */
+import open from "open";
 import { createConfigStore } from "./config/config-store.js";
 import type { JsonFileStore } from "./config/json-file-store.js";
 import { type ExtensionPaths, resolvePaths } from "./config/paths.js";
@@ -19,6 +20,8 @@ export interface Core {
 	config: JsonFileStore<AccountsConfig>;
 	state: JsonFileStore<SharedState>;
 	broker: TokenBroker;
+	/** Opens a URL in the person's browser (best effort; the URL is always shown as well). */
+	openBrowser(url: string): Promise<void>;
 }
 
 export function createCore(env: NodeJS.ProcessEnv = process.env): Core {
@@ -33,5 +36,10 @@ export function createCore(env: NodeJS.ProcessEnv = process.env): Core {
 		marks: new StateLoginMarks(state),
 		refreshMarginMs: Number.isFinite(margin) && env.PI_MCC_REFRESH_MARGIN_MS ? margin : DEFAULT_REFRESH_MARGIN_MS,
 	});
-	return { paths, config, state, broker };
+	const openBrowser = async (url: string): Promise<void> => {
+		if (env.PI_MCC_NO_BROWSER === "1") return;
+		const child = await open(url);
+		child.on("error", () => {});
+	};
+	return { paths, config, state, broker, openBrowser };
 }

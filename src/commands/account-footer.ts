@@ -1,0 +1,52 @@
+import type { ExtensionUIContext } from "@mariozechner/pi-coding-agent";
+import type { AccountHealth } from "../broker/token-broker.js";
+import type { AnswerReporter } from "../provider/multi-account-stream.js";
+
+export const STATUS_KEY = "multi-claude-code";
+
+/**
+ * The footer entry: the active account, its state when it is not usable, and which account actually answered
+ * when a fallback fired. Only labels ever reach it.
+ */
+export class AccountFooter implements AnswerReporter {
+	private ui: ExtensionUIContext | undefined;
+
+	attach(ui: ExtensionUIContext): void {
+		this.ui = ui;
+	}
+
+	showActive(label: string | undefined, health?: AccountHealth): void {
+		if (!label) {
+			this.set("claude: no account (/mcc-login <label>)");
+			return;
+		}
+		this.set(`claude: ${label}${healthSuffix(label, health)}`);
+	}
+
+	answered(origin: string, label: string): void {
+		this.set(label === origin ? `claude: ${label}` : `claude: ${label} (fallback from ${origin})`);
+	}
+
+	fellBack(from: string, to: string, reason: string): void {
+		this.set(`claude: ${from} ${reason}, trying ${to}`);
+	}
+
+	private set(text: string): void {
+		this.ui?.setStatus(STATUS_KEY, text);
+	}
+}
+
+function healthSuffix(label: string, health: AccountHealth | undefined): string {
+	switch (health?.status) {
+		case "revoked":
+			return ` (revoked: /mcc-login ${label})`;
+		case "needs_login":
+			return ` (needs login: /mcc-login ${label})`;
+		case "unusable":
+			return ` (unusable: /mcc-login ${label})`;
+		case "keychain_error":
+			return " (keychain unavailable: /mcc-status)";
+		default:
+			return "";
+	}
+}

@@ -1,0 +1,58 @@
+import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
+import { redactSecrets } from "../broker/redact.js";
+import type { Core } from "../core.js";
+import type { AccountFooter } from "./account-footer.js";
+
+/** The shape pi's argument completion takes (pi-tui's AutocompleteItem). */
+export interface LabelCompletion {
+	value: string;
+	label: string;
+}
+
+export interface CommandDeps {
+	loadCore: () => Promise<Core>;
+	footer: AccountFooter;
+}
+
+/** Every command failure ends here: a notification that says what to do, never a throw into pi, never a token. */
+export function reportFailure(ctx: ExtensionContext, error: unknown): void {
+	const message = error instanceof Error ? error.message : String(error);
+	ctx.ui.notify(redactSecrets(message), "error");
+}
+
+/** Splits command arguments on whitespace. */
+export function splitArgs(args: string): string[] {
+	return args.trim().split(/\s+/).filter(Boolean);
+}
+
+/** Label completions for command arguments; quiet (null) when the config cannot be read. */
+export function labelCompletions(deps: CommandDeps): (prefix: string) => Promise<LabelCompletion[] | null> {
+	return async (prefix) => {
+		try {
+			const core = await deps.loadCore();
+			const config = await core.config.read();
+			const words = prefix.split(/\s+/);
+			const last = words.pop() ?? "";
+			const head = words.length > 0 ? `${words.join(" ")} ` : "";
+			const items = config.accounts
+				.filter((account) => account.label.startsWith(last) && !words.includes(account.label))
+				.map((account) => ({ value: `${head}${account.label}`, label: account.label }));
+			return items.length > 0 ? items : null;
+		} catch {
+			return null;
+		}
+	};
+}
+
+/** Refreshes the footer from the config and the active account's keychain state. */
+export async function refreshFooter(deps: CommandDeps): Promise<void> {
+	const core = await deps.loadCore();
+	const config = await core.config.read();
+	const active = config.activeLabel ?? config.accounts[0]?.label;
+	deps.footer.showActive(active, active ? await core.broker.describe(active) : undefined);
+}
+
+export function unknownLabelText(label: string, known: string[]): string {
+	const list = known.length > 0 ? `Known accounts: ${known.join(", ")}.` : "No account yet.";
+	return `Unknown account "${label}". ${list} Add one with /mcc-login ${label}.`;
+}

@@ -1,0 +1,42 @@
+import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
+import { clearCooldown } from "../provider/cooldowns.js";
+import { type CommandDeps, refreshFooter, reportFailure, splitArgs, unknownLabelText } from "./command-support.js";
+
+/**
+ * /mcc-remove <label>: deletes the account's keychain item, then the label (also from other accounts' fallback
+ * lists). When the keychain refuses, the label stays, so nothing is half-removed.
+ */
+export async function removeCommand(deps: CommandDeps, args: string, ctx: ExtensionContext): Promise<void> {
+	const [label, ...extra] = splitArgs(args);
+	if (!label || extra.length > 0) {
+		ctx.ui.notify("Usage: /mcc-remove <label>", "warning");
+		return;
+	}
+	try {
+		const core = await deps.loadCore();
+		const config = await core.config.read();
+		const labels = config.accounts.map((account) => account.label);
+		if (!labels.includes(label)) {
+			ctx.ui.notify(unknownLabelText(label, labels), "error");
+			return;
+		}
+		const hadItem = await core.broker.remove(label);
+		await core.config.update((current) => {
+			current.accounts = current.accounts.filter((account) => account.label !== label);
+			for (const account of current.accounts) {
+				account.fallbackTo = account.fallbackTo.filter((target) => target !== label);
+			}
+			if (current.activeLabel === label) current.activeLabel = current.accounts[0]?.label;
+			return { next: current, result: undefined };
+		});
+		await clearCooldown(core.state, label).catch(() => {});
+		ctx.ui.notify(
+			`Removed account "${label}"${hadItem ? ` and its ${core.broker.backend} item` : " (it had no keychain item)"}. ` +
+				"To revoke the grant on Anthropic's side too, see the README (Revoking an account).",
+			"info",
+		);
+		await refreshFooter(deps);
+	} catch (error) {
+		reportFailure(ctx, error);
+	}
+}

@@ -1,0 +1,67 @@
+import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
+import { type CommandDeps, refreshFooter, reportFailure, splitArgs, unknownLabelText } from "./command-support.js";
+
+/** /mcc-use [label]: switches the active account at once; the next request carries its token. */
+export async function useCommand(deps: CommandDeps, args: string, ctx: ExtensionContext): Promise<void> {
+	const [requested, ...extra] = splitArgs(args);
+	if (extra.length > 0) {
+		ctx.ui.notify("Usage: /mcc-use [label]", "warning");
+		return;
+	}
+	try {
+		const core = await deps.loadCore();
+		const config = await core.config.read();
+		const labels = config.accounts.map((account) => account.label);
+		if (labels.length === 0) {
+			ctx.ui.notify("No Claude account yet. Add one with /mcc-login <label>.", "warning");
+			return;
+		}
+		let label = requested;
+		if (!label) {
+			const active = config.activeLabel ?? labels[0];
+			label = await ctx.ui.select(`Claude account (active: ${active})`, labels);
+			if (!label) return;
+		}
+		await switchTo(deps, ctx, label);
+	} catch (error) {
+		reportFailure(ctx, error);
+	}
+}
+
+/** Ctrl+Shift+A: the next account in config order, wrapping around. */
+export async function cycleAccounts(deps: CommandDeps, ctx: ExtensionContext): Promise<void> {
+	try {
+		const core = await deps.loadCore();
+		const config = await core.config.read();
+		const labels = config.accounts.map((account) => account.label);
+		if (labels.length === 0) {
+			ctx.ui.notify("No Claude account yet. Add one with /mcc-login <label>.", "warning");
+			return;
+		}
+		const current = labels.indexOf(config.activeLabel ?? labels[0]!);
+		await switchTo(deps, ctx, labels[(current + 1) % labels.length]!);
+	} catch (error) {
+		reportFailure(ctx, error);
+	}
+}
+
+async function switchTo(deps: CommandDeps, ctx: ExtensionContext, label: string): Promise<void> {
+	const core = await deps.loadCore();
+	const known = await core.config.update((config) => {
+		const labels = config.accounts.map((account) => account.label);
+		if (!labels.includes(label)) return { result: labels };
+		config.activeLabel = label;
+		return { next: config, result: undefined };
+	});
+	if (known) {
+		ctx.ui.notify(unknownLabelText(label, known), "error");
+		return;
+	}
+	const health = await core.broker.describe(label);
+	deps.footer.showActive(label, health);
+	if (health.status === "ok" || health.status === "expired") {
+		ctx.ui.notify(`Claude account: ${label}`, "info");
+	} else {
+		ctx.ui.notify(`Switched to "${label}", but it cannot be used yet: ${health.detail ?? health.status}`, "warning");
+	}
+}

@@ -1,0 +1,35 @@
+import type { JsonFileStore } from "../config/json-file-store.js";
+import type { Cooldown, SharedState } from "../config/schema.js";
+import type { CooldownView } from "./fallback-router.js";
+
+/** The cooldowns in force at `now` (expired ones are ignored, and pruned at the next write). */
+export function activeCooldowns(state: SharedState, now: number): CooldownView & { entries: [string, Cooldown][] } {
+	const entries = Object.entries(state.cooldowns).filter(([, cooldown]) => cooldown.until > now);
+	const byLabel = new Map(entries);
+	return { entries, until: (label) => byLabel.get(label)?.until };
+}
+
+/** Records a cooldown in the shared state file, so every pi session (and the next start) honours it. */
+export async function startCooldown(
+	store: JsonFileStore<SharedState>,
+	label: string,
+	cooldown: Cooldown,
+): Promise<void> {
+	await store.update((state) => {
+		for (const [other, entry] of Object.entries(state.cooldowns)) {
+			if (entry.until <= cooldown.setAt) delete state.cooldowns[other];
+		}
+		const existing = state.cooldowns[label];
+		state.cooldowns[label] = existing && existing.until > cooldown.until ? existing : cooldown;
+		return { next: state, result: undefined };
+	});
+}
+
+/** Clears an account's cooldown (after a successful login, or by hand). */
+export async function clearCooldown(store: JsonFileStore<SharedState>, label: string): Promise<void> {
+	await store.update((state) => {
+		if (!state.cooldowns[label]) return { result: undefined };
+		delete state.cooldowns[label];
+		return { next: state, result: undefined };
+	});
+}

@@ -1,0 +1,230 @@
+import {
+	type Api,
+	type AssistantMessage,
+	type AssistantMessageEvent,
+	type AssistantMessageEventStream,
+	type Context,
+	createAssistantMessageEventStream,
+	type Model,
+	type SimpleStreamOptions,
+} from "@mariozechner/pi-ai";
+import { AccountError } from "../broker/account-error.js";
+import { redactSecrets } from "../broker/redact.js";
+import type { Core } from "../core.js";
+import { activeCooldowns, startCooldown } from "./cooldowns.js";
+import { classifyFailure, DEFAULT_COOLDOWN_MS } from "./failure-classifier.js";
+import { planAttempts } from "./fallback-router.js";
+import { type CapturedResponse, withResponseCapture } from "./response-capture.js";
+
+export const PROVIDER_ID = "multi-claude-code";
+export const DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com";
+
+type StreamFn = (model: Model<Api>, context: Context, options?: SimpleStreamOptions) => AssistantMessageEventStream;
+type AnthropicStreamFn = (
+	model: Model<"anthropic-messages">,
+	context: Context,
+	options?: SimpleStreamOptions,
+) => AssistantMessageEventStream;
+
+/** Told which account answered, so the footer can say so. */
+export interface AnswerReporter {
+	answered(origin: string, label: string): void;
+	fellBack(from: string, to: string, reason: string): void;
+}
+
+export interface MultiAccountStreamDeps {
+	loadCore: () => Promise<Core>;
+	/** pi-ai's Anthropic streaming (`streamSimpleAnthropic`). */
+	delegate: AnthropicStreamFn;
+	reporter: AnswerReporter;
+	baseUrl?: () => string;
+	now?: () => number;
+}
+
+export function anthropicBaseUrl(env: NodeJS.ProcessEnv = process.env): string {
+	return env.PI_MCC_ANTHROPIC_BASE_URL || DEFAULT_ANTHROPIC_BASE_URL;
+}
+
+/**
+ * The provider's `streamSimple`: picks the active account, asks the broker for its token, delegates to pi-ai's
+ * Anthropic streaming, and on a rate limit before any content retries on the origin's fallback list.
+ */
+export function createMultiAccountStream(deps: MultiAccountStreamDeps): StreamFn {
+	const now = deps.now ?? Date.now;
+	const baseUrl = deps.baseUrl ?? (() => anthropicBaseUrl());
+	return (model, context, options) => {
+		const out = createAssistantMessageEventStream();
+		runWithFallback(deps, model, context, options, out, now, baseUrl()).catch((error: unknown) => {
+			// Anything unexpected still ends the stream with an error event, never a throw into pi.
+			const message = error instanceof Error ? error.message : String(error);
+			failStream(out, model, `${PROVIDER_ID}: ${redactSecrets(message)}`);
+		});
+		return out;
+	};
+}
+
+async function runWithFallback(
+	deps: MultiAccountStreamDeps,
+	model: Model<Api>,
+	context: Context,
+	options: SimpleStreamOptions | undefined,
+	out: AssistantMessageEventStream,
+	now: () => number,
+	baseUrl: string,
+): Promise<void> {
+	let core: Core;
+	try {
+		core = await deps.loadCore();
+	} catch (error) {
+		const detail = error instanceof Error ? error.message : String(error);
+		return failStream(out, model, `${PROVIDER_ID}: the keychain layer could not be loaded (${redactSecrets(detail)}).`);
+	}
+	let origin: string;
+	let attempts: string[];
+	try {
+		const config = await core.config.read();
+		if (config.accounts.length === 0) {
+			return failStream(out, model, `${PROVIDER_ID}: no Claude account yet. Run /mcc-login <label> (e.g. /mcc-login personal).`);
+		}
+		origin = config.activeLabel ?? config.accounts[0]!.label;
+		// A broken state file must not block requests: without it, no account counts as cooling down.
+		const state = await core.state.read().catch(() => undefined);
+		const cooldowns = state ? activeCooldowns(state, now()) : { until: () => undefined };
+		attempts = planAttempts(origin, config, cooldowns);
+	} catch (error) {
+		return failStream(out, model, `${PROVIDER_ID}: ${error instanceof Error ? error.message : String(error)}`);
+	}
+
+	const limited: string[] = [];
+	const skipped: string[] = [];
+	let lastLimit: { event: ErrorEvent; token: string; kind: string } | undefined;
+	for (let index = 0; index < attempts.length; index++) {
+		const label = attempts[index]!;
+		if (index > 0 && lastLimit) deps.reporter.fellBack(attempts[index - 1]!, label, lastLimit.kind);
+		let token: string;
+		try {
+			token = await core.broker.getAccessToken(label);
+		} catch (error) {
+			const message = error instanceof AccountError ? error.message : `Account "${label}" is unusable.`;
+			// The account the person chose is never silently replaced; a broken fallback target is skipped.
+			if (label === origin) return failStream(out, model, `${PROVIDER_ID}: ${message}`);
+			skipped.push(message);
+			continue;
+		}
+		const captured: CapturedResponse = {};
+		const inner = withResponseCapture(captured, () =>
+			deps.delegate({ ...model, api: "anthropic-messages" as const, baseUrl }, context, {
+				...options,
+				apiKey: token,
+				// The Anthropic SDK would otherwise retry 429s itself, honouring retry-after without a cap, and the
+				// fallback would never get to act.
+				maxRetries: 0,
+			}),
+		);
+		const outcome = await forwardOrHoldFailure(inner, out, token);
+		if (outcome.kind === "forwarded") {
+			deps.reporter.answered(origin, label);
+			return;
+		}
+		const event = outcome.event;
+		const failure = classifyFailure(
+			{ status: captured.status, headers: captured.headers, errorMessage: event.error.errorMessage },
+			now(),
+		);
+		if (event.reason !== "aborted" && (failure.kind === "rate_limit" || failure.kind === "overloaded")) {
+			await startCooldown(core.state, label, {
+				until: failure.cooldownUntil ?? now() + DEFAULT_COOLDOWN_MS,
+				reason: failure.kind,
+				setAt: now(),
+			}).catch(() => {});
+			limited.push(label);
+			lastLimit = { event, token, kind: failure.kind === "overloaded" ? "overloaded" : "rate-limited" };
+			continue;
+		}
+		let text = event.error.errorMessage ?? "the request failed";
+		if (failure.kind === "auth") {
+			text = `Anthropic refused the token of account "${label}" (${text}). Run /mcc-login ${label} to log in again.`;
+		}
+		return surface(out, event, text, skipped, token);
+	}
+	if (!lastLimit) {
+		return failStream(out, model, `${PROVIDER_ID}: no usable account for "${origin}". ${skipped.join(" ")}`);
+	}
+	const detail = lastLimit.event.error.errorMessage ?? "rate limited";
+	const text =
+		limited.length > 1
+			? `every account allowed for "${origin}" is rate-limited or overloaded (${limited.join(", ")}): ${detail}`
+			: `account "${limited[0]}" is ${lastLimit.kind}: ${detail}.` +
+				(attempts.length === 1 ? ` It has no usable fallback; see /mcc-fallback ${origin}.` : "");
+	return surface(out, lastLimit.event, text, skipped, lastLimit.token);
+}
+
+type ErrorEvent = Extract<AssistantMessageEvent, { type: "error" }>;
+
+/** Ends the stream with pi-ai's own error event, its text replaced by a redacted, explained one. */
+function surface(out: AssistantMessageEventStream, event: ErrorEvent, text: string, skipped: string[], token: string): void {
+	const full = skipped.length > 0 ? `${text} Skipped: ${skipped.join(" ")}` : text;
+	event.error.errorMessage = `${PROVIDER_ID}: ${redactSecrets(full, [token])}`;
+	out.push(event);
+	out.end();
+}
+
+type Outcome = { kind: "forwarded" } | { kind: "failed"; event: ErrorEvent };
+
+/**
+ * Holds back `start` until the first content event or the end. An error before any content is returned to
+ * the caller undelivered (it may fall back); once content has streamed, everything passes through untouched
+ * except that error texts are redacted.
+ */
+async function forwardOrHoldFailure(
+	inner: AssistantMessageEventStream,
+	out: AssistantMessageEventStream,
+	token: string,
+): Promise<Outcome> {
+	const held: AssistantMessageEvent[] = [];
+	let streaming = false;
+	for await (const event of inner) {
+		if (!streaming) {
+			if (event.type === "start") {
+				held.push(event);
+				continue;
+			}
+			if (event.type === "error") return { kind: "failed", event };
+			streaming = true;
+			for (const early of held) out.push(early);
+		}
+		if (event.type === "error" && event.error.errorMessage) {
+			event.error.errorMessage = redactSecrets(event.error.errorMessage, [token]);
+		}
+		out.push(event);
+		if (event.type === "done" || event.type === "error") break;
+	}
+	if (!streaming) {
+		for (const early of held) out.push(early);
+	}
+	out.end();
+	return { kind: "forwarded" };
+}
+
+function failStream(out: AssistantMessageEventStream, model: Model<Api>, message: string): void {
+	const error: AssistantMessage = {
+		role: "assistant",
+		content: [],
+		api: "anthropic-messages",
+		provider: model.provider,
+		model: model.id,
+		usage: {
+			input: 0,
+			output: 0,
+			cacheRead: 0,
+			cacheWrite: 0,
+			totalTokens: 0,
+			cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 },
+		},
+		stopReason: "error",
+		errorMessage: message,
+		timestamp: Date.now(),
+	};
+	out.push({ type: "error", reason: "error", error });
+	out.end();
+}
