@@ -95,6 +95,14 @@ async function runWithFallback(
 		return failStream(out, model, `${PROVIDER_ID}: ${error instanceof Error ? error.message : String(error)}`);
 	}
 
+	if (attempts[0] !== origin) {
+		// The origin is cooling down and will not be asked for a token, but a revoked or logged-out origin must
+		// still fail rather than be silently replaced by its fallbacks.
+		const health = await core.broker.describe(origin);
+		if (health.status !== "ok" && health.status !== "expired") {
+			return failStream(out, model, `${PROVIDER_ID}: ${health.detail ?? `account "${origin}" is unusable.`}`);
+		}
+	}
 	const limited: string[] = [];
 	const skipped: string[] = [];
 	let lastLimit: { event: ErrorEvent; token: string; kind: string } | undefined;
