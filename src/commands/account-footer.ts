@@ -1,4 +1,5 @@
 import type { ExtensionUIContext } from "@mariozechner/pi-coding-agent";
+import type { AccountError } from "../broker/account-error.js";
 import type { AccountHealth } from "../broker/token-broker.js";
 import type { AnswerReporter } from "../provider/multi-account-stream.js";
 
@@ -29,6 +30,13 @@ export class AccountFooter implements AnswerReporter {
 
 	fellBack(from: string, to: string, reason: string): void {
 		this.set(`claude: ${from} ${reason}, trying ${to}`);
+	}
+
+	unusable(label: string, error: AccountError): void {
+		// A failed refresh (network, busy lock) says nothing about the account itself: the footer stays as it is.
+		if (error.kind === "refresh_failed" || error.kind === "busy") return;
+		const status = error.kind === "keychain" ? "keychain_error" : error.kind;
+		this.showActive(label, { label, status });
 	}
 
 	private set(text: string): void {

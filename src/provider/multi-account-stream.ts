@@ -8,7 +8,8 @@ import {
 	type Model,
 	type SimpleStreamOptions,
 } from "@mariozechner/pi-ai";
-import { AccountError } from "../broker/account-error.js";
+import { AccountError, type AccountErrorKind } from "../broker/account-error.js";
+import type { AccountStatus } from "../broker/token-broker.js";
 import { redactSecrets } from "../broker/redact.js";
 import type { Core } from "../core.js";
 import { activeCooldowns, startCooldown } from "./cooldowns.js";
@@ -26,10 +27,11 @@ type AnthropicStreamFn = (
 	options?: SimpleStreamOptions,
 ) => AssistantMessageEventStream;
 
-/** Told which account answered, so the footer can say so. */
+/** Told which account answered (or could not be used), so the footer can say so. */
 export interface AnswerReporter {
 	answered(origin: string, label: string): void;
 	fellBack(from: string, to: string, reason: string): void;
+	unusable(label: string, error: AccountError): void;
 }
 
 export interface MultiAccountStreamDeps {
@@ -100,7 +102,9 @@ async function runWithFallback(
 		// still fail rather than be silently replaced by its fallbacks.
 		const health = await core.broker.describe(origin);
 		if (health.status !== "ok" && health.status !== "expired") {
-			return failStream(out, model, `${PROVIDER_ID}: ${health.detail ?? `account "${origin}" is unusable.`}`);
+			const message = health.detail ?? `Account "${origin}" is unusable.`;
+			deps.reporter.unusable(origin, new AccountError(origin, healthKind(health.status), message));
+			return failStream(out, model, `${PROVIDER_ID}: ${message}`);
 		}
 	}
 	const limited: string[] = [];
@@ -115,7 +119,10 @@ async function runWithFallback(
 		} catch (error) {
 			const message = error instanceof AccountError ? error.message : `Account "${label}" is unusable.`;
 			// The account the person chose is never silently replaced; a broken fallback target is skipped.
-			if (label === origin) return failStream(out, model, `${PROVIDER_ID}: ${message}`);
+			if (label === origin) {
+				if (error instanceof AccountError) deps.reporter.unusable(label, error);
+				return failStream(out, model, `${PROVIDER_ID}: ${message}`);
+			}
 			skipped.push(message);
 			continue;
 		}
@@ -165,6 +172,11 @@ async function runWithFallback(
 			: `account "${limited[0]}" is ${lastLimit.kind}: ${detail}.` +
 				(attempts.length === 1 ? ` It has no usable fallback; see /mcc-fallback ${origin}.` : "");
 	return surface(out, lastLimit.event, text, skipped, lastLimit.token);
+}
+
+function healthKind(status: AccountStatus): AccountErrorKind {
+	if (status === "revoked" || status === "needs_login" || status === "unusable") return status;
+	return "keychain";
 }
 
 type ErrorEvent = Extract<AssistantMessageEvent, { type: "error" }>;
