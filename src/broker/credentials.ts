@@ -4,6 +4,8 @@ export interface StoredCredentials {
 	refresh: string;
 	/** Access-token expiry, ms since epoch, as the token endpoint gave it. */
 	expires: number;
+	/** Refresh-token expiry, when the token endpoint states one (ms since epoch). */
+	refreshExpires?: number;
 }
 
 /** Windows Credential Manager refuses larger secrets; the other keychains take more. */
@@ -14,7 +16,8 @@ export class CredentialFormatError extends Error {
 }
 
 export function serializeCredentials(credentials: StoredCredentials): string {
-	const text = JSON.stringify({ v: 1, access: credentials.access, refresh: credentials.refresh, expires: credentials.expires });
+	const { access, refresh, expires, refreshExpires } = credentials;
+	const text = JSON.stringify({ v: 1, access, refresh, expires, ...(refreshExpires !== undefined ? { refreshExpires } : {}) });
 	if (Buffer.byteLength(text, "utf8") > MAX_SECRET_BYTES) {
 		throw new CredentialFormatError(
 			`The token pair is ${Buffer.byteLength(text, "utf8")} bytes, over the ${MAX_SECRET_BYTES}-byte keychain item limit.`,
@@ -32,7 +35,7 @@ export function parseCredentials(secret: string): StoredCredentials {
 		throw new CredentialFormatError("its secret is not the JSON this extension writes");
 	}
 	if (raw === null || typeof raw !== "object") throw new CredentialFormatError("its secret is not a JSON object");
-	const { v, access, refresh, expires } = raw as Record<string, unknown>;
+	const { v, access, refresh, expires, refreshExpires } = raw as Record<string, unknown>;
 	if (v !== 1) throw new CredentialFormatError("its secret has an unknown format version");
 	if (typeof access !== "string" || access.length < 8 || /\s/.test(access)) {
 		throw new CredentialFormatError("its access token is missing or malformed");
@@ -43,9 +46,14 @@ export function parseCredentials(secret: string): StoredCredentials {
 	if (typeof expires !== "number" || !Number.isFinite(expires)) {
 		throw new CredentialFormatError("its expiry is missing or malformed");
 	}
-	return { access, refresh, expires };
+	if (refreshExpires !== undefined && (typeof refreshExpires !== "number" || !Number.isFinite(refreshExpires))) {
+		throw new CredentialFormatError("its refresh-token expiry is malformed");
+	}
+	return { access, refresh, expires, ...(refreshExpires !== undefined ? { refreshExpires } : {}) };
 }
 
 export function sameCredentials(a: StoredCredentials, b: StoredCredentials): boolean {
-	return a.access === b.access && a.refresh === b.refresh && a.expires === b.expires;
+	return (
+		a.access === b.access && a.refresh === b.refresh && a.expires === b.expires && a.refreshExpires === b.refreshExpires
+	);
 }

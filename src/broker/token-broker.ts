@@ -8,7 +8,7 @@ import {
 	sameCredentials,
 	serializeCredentials,
 } from "./credentials.js";
-import { type CodeExchange, type TokenEndpoint, TokenEndpointError } from "./token-endpoint.js";
+import { type CodeExchange, type TokenEndpoint, TokenEndpointError, type TokenGrant } from "./token-endpoint.js";
 
 /** Serialises refreshes of one account across processes (a lock file beside the config). */
 export interface RefreshLock {
@@ -29,6 +29,8 @@ export interface AccountHealth {
 	status: AccountStatus;
 	/** Access-token expiry when the item is readable. */
 	expiresAt?: number;
+	/** Refresh-token expiry, when the token endpoint ever stated one. */
+	refreshExpiresAt?: number;
 	/** What is wrong, with the fix, for every status but ok/expired. */
 	detail?: string;
 }
@@ -102,7 +104,7 @@ export class TokenBroker {
 		let credentials: StoredCredentials;
 		try {
 			const grant = await this.endpoint.exchangeCode(exchange);
-			credentials = { access: grant.access, refresh: grant.refresh, expires: this.clock.now() + grant.expiresInMs };
+			credentials = this.fromGrant(grant);
 		} catch (error) {
 			if (error instanceof TokenEndpointError) {
 				throw new AccountError(label, "needs_login", `Login of "${label}" failed: ${error.message}. Run /mcc-login ${label} again.`);
@@ -149,7 +151,12 @@ export class TokenBroker {
 			if (!fresh && (await this.marks.isMarked(label))) {
 				return { label, status: "needs_login", expiresAt: credentials.expires, detail: needsLoginText(label) };
 			}
-			return { label, status: fresh ? "ok" : "expired", expiresAt: credentials.expires };
+			return {
+				label,
+				status: fresh ? "ok" : "expired",
+				expiresAt: credentials.expires,
+				...(credentials.refreshExpires !== undefined ? { refreshExpiresAt: credentials.refreshExpires } : {}),
+			};
 		} catch (error) {
 			if (error instanceof AccountError) {
 				const status: AccountStatus =
@@ -158,6 +165,18 @@ export class TokenBroker {
 			}
 			return { label, status: "keychain_error", detail: error instanceof Error ? error.message : String(error) };
 		}
+	}
+
+	private fromGrant(grant: TokenGrant, previous?: StoredCredentials): StoredCredentials {
+		const now = this.clock.now();
+		const refreshExpires =
+			grant.refreshExpiresInMs !== undefined ? now + grant.refreshExpiresInMs : previous?.refreshExpires;
+		return {
+			access: grant.access,
+			refresh: grant.refresh,
+			expires: now + grant.expiresInMs,
+			...(refreshExpires !== undefined ? { refreshExpires } : {}),
+		};
 	}
 
 	private isFresh(credentials: StoredCredentials): boolean {
@@ -202,7 +221,7 @@ export class TokenBroker {
 			let next: StoredCredentials;
 			try {
 				const grant = await this.endpoint.refresh(current.refresh);
-				next = { access: grant.access, refresh: grant.refresh, expires: this.clock.now() + grant.expiresInMs };
+				next = this.fromGrant(grant, current);
 			} catch (error) {
 				if (error instanceof TokenEndpointError && error.kind === "invalid_grant") {
 					await this.marks.mark(label, "refresh token rejected (invalid_grant)");

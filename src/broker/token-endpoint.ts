@@ -15,6 +15,8 @@ export interface TokenGrant {
 	refresh: string;
 	/** Lifetime of the access token in ms, as the endpoint stated it. */
 	expiresInMs: number;
+	/** Lifetime of the refresh token in ms, when the endpoint states one (`refresh_token_expires_in`). */
+	refreshExpiresInMs?: number;
 }
 
 export interface CodeExchange {
@@ -125,7 +127,12 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 		if (typeof expiresIn !== "number" || !Number.isFinite(expiresIn) || expiresIn < 0) {
 			throw new TokenEndpointError("malformed", `the token endpoint ${this.url} answered without a usable expiry`);
 		}
-		return { access, refresh, expiresInMs: expiresIn * 1000 };
+		const refreshExpiresIn = data?.refresh_token_expires_in;
+		const refreshLifetime =
+			typeof refreshExpiresIn === "number" && Number.isFinite(refreshExpiresIn) && refreshExpiresIn > 0
+				? { refreshExpiresInMs: refreshExpiresIn * 1000 }
+				: {};
+		return { access, refresh, expiresInMs: expiresIn * 1000, ...refreshLifetime };
 	}
 
 	/** Only the OAuth error code is kept from the body: descriptions can quote the request's tokens. */

@@ -16,16 +16,18 @@ export class AccountFooter implements AnswerReporter {
 		this.ui = ui;
 	}
 
-	showActive(label: string | undefined, health?: AccountHealth): void {
+	showActive(label: string | undefined, health?: AccountHealth, usage?: string): void {
 		if (!label) {
 			this.set("claude: no account (/mcc-login <label>)");
 			return;
 		}
-		this.set(`claude: ${label}${healthSuffix(label, health)}`);
+		const suffix = healthSuffix(label, health);
+		this.set(`claude: ${label}${suffix || (usage ? ` · ${usage}` : "")}`);
 	}
 
-	answered(origin: string, label: string): void {
-		this.set(label === origin ? `claude: ${label}` : `claude: ${label} (fallback from ${origin})`);
+	answered(origin: string, label: string, usage?: string): void {
+		const figure = usage ? ` · ${usage}` : "";
+		this.set(label === origin ? `claude: ${label}${figure}` : `claude: ${label}${figure} (fallback from ${origin})`);
 	}
 
 	fellBack(from: string, to: string, reason: string): void {

@@ -1,6 +1,7 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
 import { redactSecrets } from "../broker/redact.js";
 import type { Core } from "../core.js";
+import { headlineText } from "../provider/usage.js";
 import type { AccountFooter } from "./account-footer.js";
 
 /** The shape pi's argument completion takes (pi-tui's AutocompleteItem). */
@@ -49,7 +50,8 @@ export async function refreshFooter(deps: CommandDeps): Promise<void> {
 	const core = await deps.loadCore();
 	const config = await core.config.read();
 	const active = config.activeLabel ?? config.accounts[0]?.label;
-	deps.footer.showActive(active, active ? await core.broker.describe(active) : undefined);
+	const usage = active ? await core.state.read().then((state) => state.usage[active], () => undefined) : undefined;
+	deps.footer.showActive(active, active ? await core.broker.describe(active) : undefined, headlineText(usage));
 }
 
 export function unknownLabelText(label: string, known: string[]): string {

@@ -7,6 +7,8 @@ import { type CommandDeps, reportFailure, splitArgs, unknownLabelText } from "./
  * /mcc-fallback                 show every chain
  * /mcc-fallback <source>        clear the source's chain (it then fails on its own limit)
  * /mcc-fallback <source> <t…>   the source falls back to the targets, in order (directional, not transitive)
+ * /mcc-fallback <source> --early <percent|off>
+ *                               opt-in: fall back before the limit, once the source's utilisation reaches percent
  */
 export async function fallbackCommand(deps: CommandDeps, args: string, ctx: ExtensionContext): Promise<void> {
 	const [source, ...targets] = splitArgs(args);
@@ -14,6 +16,10 @@ export async function fallbackCommand(deps: CommandDeps, args: string, ctx: Exte
 		const core = await deps.loadCore();
 		if (!source) {
 			ctx.ui.notify(describeChains(await core.config.read()), "info");
+			return;
+		}
+		if (targets[0] === "--early") {
+			await setEarlyFallback(deps, ctx, source, targets.slice(1));
 			return;
 		}
 		const refusal = await core.config.update((config) => {
@@ -37,6 +43,33 @@ export async function fallbackCommand(deps: CommandDeps, args: string, ctx: Exte
 	} catch (error) {
 		reportFailure(ctx, error);
 	}
+}
+
+async function setEarlyFallback(deps: CommandDeps, ctx: ExtensionContext, source: string, rest: string[]): Promise<void> {
+	const raw = rest.length === 1 ? rest[0]!.replace(/%$/, "") : "";
+	const percent = Number(raw);
+	if (raw !== "off" && !(Number.isFinite(percent) && percent >= 50 && percent <= 100)) {
+		ctx.ui.notify("Usage: /mcc-fallback <source> --early <50–100 percent | off>", "warning");
+		return;
+	}
+	const core = await deps.loadCore();
+	const refusal = await core.config.update((config) => {
+		const account = config.accounts.find((entry) => entry.label === source);
+		if (!account) return { result: unknownLabelText(source, config.accounts.map((entry) => entry.label)) };
+		if (raw === "off") delete account.preemptiveFallbackAt;
+		else account.preemptiveFallbackAt = percent / 100;
+		return { next: config, result: undefined };
+	});
+	if (refusal) {
+		ctx.ui.notify(refusal, "error");
+		return;
+	}
+	ctx.ui.notify(
+		raw === "off"
+			? `"${source}" falls back only when Anthropic refuses a request.`
+			: `"${source}" falls back to its own list once its reported utilisation reaches ${percent}%.`,
+		"info",
+	);
 }
 
 export function chainProblem(source: string, targets: string[], labels: string[]): string | undefined {

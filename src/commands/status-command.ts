@@ -1,38 +1,79 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
 import type { AccountHealth } from "../broker/token-broker.js";
+import type { UsageSnapshot } from "../config/schema.js";
 import { activeCooldowns } from "../provider/cooldowns.js";
-import { type CommandDeps, reportFailure } from "./command-support.js";
+import { anthropicBaseUrl } from "../provider/multi-account-stream.js";
+import { formatPercent, recordUsage } from "../provider/usage.js";
+import { fetchOAuthUsage } from "../provider/usage-endpoint.js";
+import { type CommandDeps, reportFailure, splitArgs } from "./command-support.js";
 
-/** /mcc-status: every account's state, token expiry, cooldown, fallback list, and where the secrets live. */
-export async function statusCommand(deps: CommandDeps, _args: string, ctx: ExtensionContext): Promise<void> {
+const DAY = 24 * 60 * 60 * 1000;
+/** Warn this long before a stated refresh-token expiry, so nobody discovers a dead login mid-task. */
+const REFRESH_WARNING_MS = 7 * DAY;
+
+/**
+ * /mcc-status [--refresh]: every account's state, token expiry, utilisation, cooldown, fallback list, login age,
+ * and where the secrets live. --refresh first asks Anthropic's OAuth usage endpoint for fresh figures.
+ */
+export async function statusCommand(deps: CommandDeps, args: string, ctx: ExtensionContext): Promise<void> {
+	const flags = splitArgs(args);
+	if (flags.some((flag) => flag !== "--refresh")) {
+		ctx.ui.notify("Usage: /mcc-status [--refresh]", "warning");
+		return;
+	}
 	try {
 		const core = await deps.loadCore();
 		const config = await core.config.read();
 		const now = Date.now();
-		let cooldownNote = "";
-		const cooldowns = await core.state.read().then(
-			(state) => activeCooldowns(state, now),
-			(error: unknown) => {
-				cooldownNote = `\n(cooldowns unknown: ${error instanceof Error ? error.message : String(error)})`;
-				return activeCooldowns({ version: 1, cooldowns: {}, needsLogin: {} }, now);
-			},
-		);
+		const problems: string[] = [];
+		if (flags.includes("--refresh")) {
+			for (const account of config.accounts) {
+				try {
+					const token = await core.broker.getAccessToken(account.label);
+					await recordUsage(core.state, account.label, await fetchOAuthUsage(anthropicBaseUrl(), token, now));
+				} catch (error) {
+					problems.push(`${account.label}: usage not refreshed (${error instanceof Error ? error.message : String(error)})`);
+				}
+			}
+		}
+		const state = await core.state.read().catch((error: unknown) => {
+			problems.push(`cooldowns and usage unknown: ${error instanceof Error ? error.message : String(error)}`);
+			return undefined;
+		});
+		const cooldowns = activeCooldowns(state ?? { cooldowns: {} }, now);
 		const active = config.activeLabel ?? config.accounts[0]?.label;
 		const lines = [`Claude accounts (secrets in the ${core.broker.backend}; config ${core.paths.configFile}):`];
 		if (config.accounts.length === 0) lines.push("  none yet: add one with /mcc-login <label>");
+		let broken = false;
 		// Keychain reads run one after the other: a locked keychain then prompts once, not once per account.
 		for (const account of config.accounts) {
 			const health = await core.broker.describe(account.label);
 			const parts = [healthText(health, now)];
 			const until = cooldowns.until(account.label);
 			if (until !== undefined) parts.push(`cooling down ${duration(until - now)} more`);
+			const usage = usageText(state?.usage[account.label], now);
+			if (usage) parts.push(usage);
 			parts.push(account.fallbackTo.length > 0 ? `falls back to ${account.fallbackTo.join(" → ")}` : "no fallback");
-			if (account.loggedInAt) parts.push(`logged in ${new Date(account.loggedInAt).toISOString().slice(0, 10)}`);
+			if (account.preemptiveFallbackAt !== undefined) {
+				parts.push(`falls back early at ${formatPercent(account.preemptiveFallbackAt)}`);
+			}
+			if (account.loggedInAt) {
+				parts.push(`logged in ${new Date(account.loggedInAt).toISOString().slice(0, 10)} (${age(now - account.loggedInAt)})`);
+			}
 			lines.push(`${account.label === active ? "* " : "  "}${account.label}: ${parts.join("; ")}`);
-			if (health.detail) lines.push(`    ${health.detail}`);
+			if (health.detail) {
+				lines.push(`    ${health.detail}`);
+				broken = true;
+			}
+			if (health.refreshExpiresAt !== undefined && health.refreshExpiresAt - now < REFRESH_WARNING_MS) {
+				lines.push(
+					`    Its login ends in ${duration(health.refreshExpiresAt - now)}: run /mcc-login ${account.label} before then.`,
+				);
+				broken = true;
+			}
 		}
-		const broken = config.accounts.length > 0 && lines.some((line) => line.startsWith("    "));
-		ctx.ui.notify(lines.join("\n") + cooldownNote, broken ? "warning" : "info");
+		lines.push(...problems.map((problem) => `  (${problem})`));
+		ctx.ui.notify(lines.join("\n"), broken || problems.length > 0 ? "warning" : "info");
 	} catch (error) {
 		reportFailure(ctx, error);
 	}
@@ -55,9 +96,26 @@ function healthText(health: AccountHealth, now: number): string {
 	}
 }
 
+/** "5h 42% (resets in 1 h 10 min), 7d 12%", from the last figures Anthropic reported. */
+function usageText(usage: UsageSnapshot | undefined, now: number): string | undefined {
+	if (!usage) return undefined;
+	const windows = Object.entries(usage.windows).map(([name, window]) => {
+		const reset = window.resetsAt !== undefined && window.resetsAt > now ? ` (resets in ${duration(window.resetsAt - now)})` : "";
+		return `${name} ${formatPercent(window.utilization)}${reset}`;
+	});
+	if (windows.length === 0 && !usage.status) return undefined;
+	const status = usage.status && usage.status !== "allowed" ? ` [${usage.status}]` : "";
+	return `used ${windows.join(", ") || "?"}${status} as of ${duration(now - usage.at)} ago`;
+}
+
 function duration(ms: number): string {
 	const minutes = Math.max(0, Math.round(ms / 60_000));
 	if (minutes < 60) return `${minutes} min`;
 	const hours = Math.floor(minutes / 60);
 	return hours < 48 ? `${hours} h ${minutes % 60} min` : `${Math.round(hours / 24)} days`;
+}
+
+function age(ms: number): string {
+	const days = Math.floor(ms / DAY);
+	return days === 0 ? "today" : days === 1 ? "1 day ago" : `${days} days ago`;
 }

@@ -10,6 +10,11 @@ const accountSchema = z.looseObject({
 	fallbackTo: z.array(label).max(64).default([]),
 	/** When the account was last logged in (ms since epoch): not secret, shown by /mcc-status. */
 	loggedInAt: z.number().int().nonnegative().optional(),
+	/**
+	 * Opt-in: once the account's reported utilisation reaches this fraction (e.g. 0.95), requests whose origin is
+	 * this account go to its own fallback list before Anthropic refuses them.
+	 */
+	preemptiveFallbackAt: z.number().min(0.5).max(1).optional(),
 });
 
 export const configSchema = z
@@ -56,17 +61,36 @@ const cooldownSchema = z.object({
 
 const needsLoginSchema = z.object({ since: z.number(), reason: z.string().max(200) });
 
+const usageWindowSchema = z.object({
+	/** Fraction of the window's allowance used, 0–1 (Anthropic reports it that way). */
+	utilization: z.number().min(0).max(10),
+	resetsAt: z.number().optional(),
+	status: z.string().max(40).optional(),
+});
+
+/** The last rate-limit figures Anthropic reported for an account (response headers or the usage endpoint). */
+const usageSchema = z.object({
+	at: z.number(),
+	status: z.string().max(40).optional(),
+	resetsAt: z.number().optional(),
+	representativeClaim: z.string().max(40).optional(),
+	windows: z.record(z.string().regex(/^[a-z0-9][a-z0-9_]{0,23}$/), usageWindowSchema).default({}),
+});
+
 export const stateSchema = z.looseObject({
 	version: z.literal(1),
 	cooldowns: z.record(label, cooldownSchema).default({}),
 	needsLogin: z.record(label, needsLoginSchema).default({}),
+	usage: z.record(label, usageSchema).default({}),
 });
 
 export type SharedState = z.infer<typeof stateSchema>;
 export type Cooldown = z.infer<typeof cooldownSchema>;
+export type UsageSnapshot = z.infer<typeof usageSchema>;
+export type UsageWindow = z.infer<typeof usageWindowSchema>;
 
 export function emptyState(): SharedState {
-	return { version: 1, cooldowns: {}, needsLogin: {} };
+	return { version: 1, cooldowns: {}, needsLogin: {}, usage: {} };
 }
 
 /** "accounts[2].fallbackTo[0]: unknown account "x"" — the first few problems, each with its field. */

@@ -16,6 +16,7 @@ import { activeCooldowns, startCooldown } from "./cooldowns.js";
 import { classifyFailure, DEFAULT_COOLDOWN_MS } from "./failure-classifier.js";
 import { planAttempts } from "./fallback-router.js";
 import { type CapturedResponse, withResponseCapture } from "./response-capture.js";
+import { headlineText, preemptionUntil, readUsageHeaders, recordUsage } from "./usage.js";
 
 export const PROVIDER_ID = "multi-claude-code";
 export const DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com";
@@ -29,7 +30,8 @@ type AnthropicStreamFn = (
 
 /** Told which account answered (or could not be used), so the footer can say so. */
 export interface AnswerReporter {
-	answered(origin: string, label: string): void;
+	/** `usage` is the account's headline rate-limit figure ("5h 42%") when the response reported one. */
+	answered(origin: string, label: string, usage?: string): void;
 	fellBack(from: string, to: string, reason: string): void;
 	unusable(label: string, error: AccountError): void;
 }
@@ -92,7 +94,11 @@ async function runWithFallback(
 		// A broken state file must not block requests: without it, no account counts as cooling down.
 		const state = await core.state.read().catch(() => undefined);
 		const cooldowns = state ? activeCooldowns(state, now()) : { until: () => undefined };
-		attempts = planAttempts(origin, config, cooldowns);
+		const account = config.accounts.find((entry) => entry.label === origin);
+		const preempted = preemptionUntil(account?.preemptiveFallbackAt, state?.usage[origin], now());
+		attempts = planAttempts(origin, config, {
+			until: (label) => cooldowns.until(label) ?? (label === origin ? preempted : undefined),
+		});
 	} catch (error) {
 		return failStream(out, model, `${PROVIDER_ID}: ${error instanceof Error ? error.message : String(error)}`);
 	}
@@ -137,8 +143,11 @@ async function runWithFallback(
 			}),
 		);
 		const outcome = await forwardOrHoldFailure(inner, out, token);
+		// Rate-limit figures ride on every response; they are saved after the stream, never in its way.
+		const usage = readUsageHeaders(captured.headers, now());
+		if (usage) recordUsage(core.state, label, usage).catch(() => {});
 		if (outcome.kind === "forwarded") {
-			deps.reporter.answered(origin, label);
+			deps.reporter.answered(origin, label, headlineText(usage));
 			return;
 		}
 		const event = outcome.event;

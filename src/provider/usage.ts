@@ -1,0 +1,108 @@
+import type { JsonFileStore } from "../config/json-file-store.js";
+import type { SharedState, UsageSnapshot, UsageWindow } from "../config/schema.js";
+import { parseResetTime } from "./failure-classifier.js";
+
+const PREFIX = "anthropic-ratelimit-unified-";
+const UNSAFE_KEYS = new Set(["__proto__", "constructor", "prototype"]);
+const WINDOW_HEADER = /^anthropic-ratelimit-unified-([a-z0-9][a-z0-9_]{0,23})-(utilization|reset|status)$/;
+
+/**
+ * Reads Anthropic's unified rate-limit headers (`anthropic-ratelimit-unified-status`, `-reset`,
+ * `-representative-claim`, and per window `-5h-utilization`, `-7d-reset`, …). Unknown or malformed values are
+ * ignored; `undefined` when the response carried none.
+ */
+export function readUsageHeaders(headers: Record<string, string> | undefined, now: number): UsageSnapshot | undefined {
+	if (!headers) return undefined;
+	const snapshot: UsageSnapshot = { at: now, windows: {} };
+	// A Map, not an object: a header named like "…-__proto__-utilization" must not reach Object.prototype.
+	const windows = new Map<string, UsageWindow>();
+	let seen = false;
+	for (const [name, raw] of Object.entries(headers)) {
+		if (!name.startsWith(PREFIX)) continue;
+		const value = raw.trim();
+		if (name === `${PREFIX}status`) {
+			if (/^[a-z_]{1,40}$/.test(value)) snapshot.status = value;
+		} else if (name === `${PREFIX}reset`) {
+			snapshot.resetsAt = parseResetTime(value, now);
+		} else if (name === `${PREFIX}representative-claim`) {
+			if (/^[a-z0-9_]{1,40}$/.test(value)) snapshot.representativeClaim = value;
+		} else {
+			const match = WINDOW_HEADER.exec(name);
+			if (!match || UNSAFE_KEYS.has(match[1]!)) continue;
+			let window = windows.get(match[1]!);
+			if (!window) {
+				window = { utilization: Number.NaN };
+				windows.set(match[1]!, window);
+			}
+			if (match[2] === "utilization") window.utilization = parseUtilization(value) ?? Number.NaN;
+			else if (match[2] === "reset") window.resetsAt = parseResetTime(value, now);
+			else if (/^[a-z_]{1,40}$/.test(value)) window.status = value;
+		}
+		seen = true;
+	}
+	snapshot.windows = Object.fromEntries([...windows].filter(([, window]) => Number.isFinite(window.utilization)));
+	if (snapshot.resetsAt === undefined) delete snapshot.resetsAt;
+	const useful = snapshot.status !== undefined || snapshot.resetsAt !== undefined || Object.keys(snapshot.windows).length > 0;
+	return seen && useful ? snapshot : undefined;
+}
+
+/** 0–1 as Anthropic sends it; a value above 1 (up to 100) is read as a percentage. */
+export function parseUtilization(value: string): number | undefined {
+	if (!/^\d+(\.\d+)?$/.test(value)) return undefined;
+	const n = Number(value);
+	if (n <= 1) return n;
+	return n <= 100 ? n / 100 : undefined;
+}
+
+/** The figure to show first: the window Anthropic names as representative, else the most used one. */
+export function headline(usage: UsageSnapshot | undefined): { name: string; window: UsageWindow } | undefined {
+	if (!usage) return undefined;
+	const entries = Object.entries(usage.windows);
+	if (entries.length === 0) return undefined;
+	const claim = usage.representativeClaim;
+	const claimed = claim ? entries.find(([name]) => claimMatches(claim, name)) : undefined;
+	const [name, window] = claimed ?? entries.reduce((a, b) => (b[1].utilization > a[1].utilization ? b : a));
+	return { name, window };
+}
+
+/** "5h 42%" for the footer. */
+export function headlineText(usage: UsageSnapshot | undefined): string | undefined {
+	const top = headline(usage);
+	return top ? `${top.name} ${formatPercent(top.window.utilization)}` : undefined;
+}
+
+/** "five_hour" names the "5h" window, "seven_day" the "7d" one. */
+function claimMatches(claim: string, window: string): boolean {
+	const short = claim.replace("five_hour", "5h").replace("seven_day", "7d");
+	return short === window || claim === window;
+}
+
+export function formatPercent(fraction: number): string {
+	return `${Math.round(fraction * 100)}%`;
+}
+
+/**
+ * Opt-in pre-emptive fallback: when the account's headline utilisation has reached its threshold, it is treated
+ * as cooling down until that window resets (or, with no reset known, for as long as the figure is fresh).
+ */
+export function preemptionUntil(
+	threshold: number | undefined,
+	usage: UsageSnapshot | undefined,
+	now: number,
+): number | undefined {
+	if (threshold === undefined) return undefined;
+	const top = headline(usage);
+	if (!usage || !top || top.window.utilization < threshold) return undefined;
+	const until = top.window.resetsAt ?? usage.resetsAt ?? usage.at + 15 * 60 * 1000;
+	return until > now ? until : undefined;
+}
+
+/** Keeps the latest figures per account in the shared state file (no secrets). */
+export async function recordUsage(store: JsonFileStore<SharedState>, label: string, usage: UsageSnapshot): Promise<void> {
+	await store.update((state) => {
+		const previous = state.usage[label];
+		if (previous && previous.at > usage.at) return { result: undefined };
+		state.usage[label] = usage;
+		return { next: state, result: undefined };
+	});
+}
