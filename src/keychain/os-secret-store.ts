@@ -126,6 +126,11 @@ const FIXES: Record<KeychainErrorKind, Partial<Record<NodeJS.Platform | "default
 	failed: { default: "The keychain reported an error." },
 };
 
+const WSL_FIX =
+	"WSL has no Secret Service of its own. Install one inside the distribution (`sudo apt-get install dbus gnome-keyring`) " +
+	"and start pi under it: `dbus-run-session -- sh -c 'gnome-keyring-daemon --unlock --components=secrets; pi'` " +
+	'(see "Keychain troubleshooting" in the README). Tokens are never stored in a file instead.';
+
 /** Maps the library's untyped errors to one typed error with the fix for this platform. */
 export function describeKeyringFailure(
 	error: unknown,
@@ -137,7 +142,8 @@ export function describeKeyringFailure(
 	const detail = error instanceof Error ? error.message : String(error);
 	const kind = classifyKeyringMessage(detail);
 	const fixes = FIXES[kind];
-	const fix = fixes[platform] ?? fixes.default ?? "";
+	const wsl = platform === "linux" && kind === "unavailable" && Boolean(process.env.WSL_DISTRO_NAME);
+	const fix = (wsl ? WSL_FIX : undefined) ?? fixes[platform] ?? fixes.default ?? "";
 	return new KeychainError(
 		kind,
 		`Could not ${operation} the ${backend} item of account "${label}": ${fix} (${oneLine(detail)})`,
