@@ -4,6 +4,7 @@ export default defineConfig({
 	test: {
 		include: ["test/**/*.test.ts"],
 		reporters: ["default", "./test/summary-reporter.ts"],
+		globalSetup: ["./test/global-setup.ts"],
 		// Real keychain, real processes and real HTTP: give each test room, but bound everything.
 		testTimeout: 30_000,
 		hookTimeout: 30_000,

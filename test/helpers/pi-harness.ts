@@ -1,0 +1,620 @@
+/**
+ * Drives the real pi runtime (the SDK behind pi's interactive, print and RPC modes) with this extension loaded
+ * from /work/main/index.ts, the way `pi -e ./index.ts` loads it: through pi's resource loader and jiti. The UI is
+ * a recording stand-in: notifications and footer statuses are kept, dialogs are answered from queues.
+ *
+ * Every session loads the extension afresh: pi's loader uses jiti with `moduleCache: false`, so the
+ * extension's own modules (index.ts, src/**) are evaluated again per session and share no module state; only
+ * node_modules packages (e.g. @napi-rs/keyring) and globalThis are shared within the process.
+ */
+import { execFile } from "node:child_process";
+import { mkdtempSync, promises as fs, realpathSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import type { AssistantMessage } from "@mariozechner/pi-ai";
+import { type FakeAnthropicApi, startFakeAnthropicApi } from "./fake-anthropic-api.js";
+import {
+	type FakeTokenEndpoint,
+	type FakeTokenEndpointOptions,
+	startFakeTokenEndpoint,
+} from "./fake-token-endpoint.js";
+import {
+	type AgentSession,
+	AuthStorage,
+	createAgentSessionFromServices,
+	createAgentSessionServices,
+	type ExtensionError,
+	type ExtensionUIContext,
+	RpcClient,
+	SessionManager,
+	SettingsManager,
+	type Theme,
+} from "@mariozechner/pi-coding-agent";
+
+export const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
+export const EXTENSION_PATH = join(REPO_ROOT, "index.ts");
+export const PROVIDER = "multi-claude-code";
+export const STATUS_KEY = "multi-claude-code";
+export const DEFAULT_MODEL_ID = "claude-sonnet-4-5";
+
+// ---- isolated environment -----------------------------------------------------------------------------------
+
+export interface TestEnvOptions {
+	/** Messages API base URL (PI_MCC_ANTHROPIC_BASE_URL), usually a FakeAnthropicApi's baseUrl. */
+	anthropicBaseUrl?: string;
+	/** OAuth token endpoint (PI_MCC_TOKEN_URL). */
+	tokenUrl?: string;
+	/** Extra variables to set (undefined deletes). */
+	extra?: Record<string, string | undefined>;
+}
+
+export interface TestEnv {
+	root: string;
+	home: string;
+	agentDir: string;
+	cwd: string;
+	sessionDir: string;
+	keychainService: string;
+	configFile: string;
+	stateFile: string;
+	/** Changes variables of the environment later (e.g. once a fake server's URL is known). */
+	set(vars: Record<string, string | undefined>): void;
+	/** Restores the variables this env changed, deletes its keychain items and its temp directory. */
+	cleanup(): Promise<void>;
+}
+
+/**
+ * A private temp HOME, agent dir, cwd and keychain service for one test file, exported into process.env (which
+ * the extension reads when pi loads it). Call before starting sessions; vitest runs each file in its own
+ * process, so files never see each other's variables.
+ */
+export function createTestEnv(options: TestEnvOptions = {}): TestEnv {
+	const root = realpathSync(mkdtempSync(join(tmpdir(), "pi-mcc-e2e-")));
+	const home = join(root, "home");
+	const agentDir = join(home, ".pi", "agent");
+	const cwd = join(root, "project");
+	const sessionDir = join(root, "sessions");
+	const unique = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+	const keychainService = `pi-mcc-e2e-${unique}`;
+	const saved = new Map<string, string | undefined>();
+	const set = (vars: Record<string, string | undefined>) => {
+		for (const [name, value] of Object.entries(vars)) {
+			if (!saved.has(name)) saved.set(name, process.env[name]);
+			if (value === undefined) delete process.env[name];
+			else process.env[name] = value;
+		}
+	};
+	set({
+		HOME: home,
+		PI_CODING_AGENT_DIR: agentDir,
+		PI_MCC_KEYCHAIN_SERVICE: keychainService,
+		PI_MCC_NO_BROWSER: "1",
+		PI_MCC_CALLBACK_PORT: "0",
+		PI_OFFLINE: "1",
+		PI_SKIP_VERSION_CHECK: "1",
+		// Real credentials from the developer's shell must never reach a test.
+		ANTHROPIC_API_KEY: undefined,
+		ANTHROPIC_OAUTH_TOKEN: undefined,
+		PI_MCC_ANTHROPIC_BASE_URL: options.anthropicBaseUrl,
+		PI_MCC_TOKEN_URL: options.tokenUrl,
+		...options.extra,
+	});
+	return {
+		root,
+		home,
+		agentDir,
+		cwd,
+		sessionDir,
+		keychainService,
+		configFile: join(agentDir, "multi-claude-code.json"),
+		stateFile: join(agentDir, "multi-claude-code-state.json"),
+		set,
+		async cleanup() {
+			await clearKeychainService(keychainService).catch(() => {});
+			for (const [name, value] of saved) {
+				if (value === undefined) delete process.env[name];
+				else process.env[name] = value;
+			}
+			await fs.rm(root, { recursive: true, force: true });
+		},
+	};
+}
+
+export async function prepareDirs(env: TestEnv): Promise<void> {
+	for (const dir of [env.home, env.agentDir, env.cwd, env.sessionDir]) {
+		await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+	}
+}
+
+// ---- keychain (secret-tool, the same Secret Service the extension uses) ---------------------------------------
+
+interface RunResult {
+	code: number;
+	stdout: string;
+	stderr: string;
+}
+
+function run(cmd: string, args: string[], timeoutMs = 10_000): Promise<RunResult> {
+	return new Promise((resolvePromise) => {
+		execFile(cmd, args, { timeout: timeoutMs, encoding: "utf8" }, (error, stdout, stderr) => {
+			const exitCode = (error as { code?: unknown } | null)?.code;
+			const code = error ? (typeof exitCode === "number" ? exitCode : 1) : 0;
+			resolvePromise({ code, stdout, stderr });
+		});
+	});
+}
+
+/** The secret stored for `label`, or undefined when there is none. */
+export async function keychainLookup(service: string, label: string): Promise<string | undefined> {
+	const result = await run("secret-tool", ["lookup", "service", service, "username", label]);
+	return result.code === 0 && result.stdout.length > 0 ? result.stdout : undefined;
+}
+
+/** Deletes the item of `label`, as a user would in the keychain UI. */
+export async function keychainDelete(service: string, label: string): Promise<void> {
+	await run("secret-tool", ["clear", "service", service, "username", label]);
+}
+
+export async function clearKeychainService(service: string): Promise<void> {
+	await run("secret-tool", ["clear", "service", service]);
+}
+
+// ---- recording UI -------------------------------------------------------------------------------------------
+
+export interface Notification {
+	message: string;
+	type: "info" | "warning" | "error";
+}
+
+export interface DialogCall {
+	kind: "select" | "confirm" | "input" | "editor";
+	title: string;
+	detail?: string;
+	options?: string[];
+	answer: string | boolean | undefined;
+}
+
+type SelectAnswer = string | undefined | ((title: string, options: string[]) => string | undefined);
+/** A fixed answer, or one computed when the dialog opens (e.g. from a URL notified just before). */
+type InputAnswer = string | undefined | ((title: string, placeholder: string | undefined) => string | undefined);
+
+export interface RecordingUi {
+	context: ExtensionUIContext;
+	notifications: Notification[];
+	/** Every setStatus call per key, in order (undefined = cleared). */
+	statuses: Map<string, Array<string | undefined>>;
+	dialogs: DialogCall[];
+	queueInput(...answers: InputAnswer[]): void;
+	queueSelect(...answers: SelectAnswer[]): void;
+	queueConfirm(...answers: boolean[]): void;
+	/** The current status text for `key`. */
+	status(key: string): string | undefined;
+	/** Every string the UI ever showed (notifications, statuses, dialog titles and options). */
+	allText(): string[];
+}
+
+/** A theme stand-in that renders every style as plain text, so footer assertions see the words only. */
+function plainTheme(): Theme {
+	const identity = (...args: unknown[]) => {
+		const text = [...args].reverse().find((arg) => typeof arg === "string");
+		return typeof text === "string" ? text : "";
+	};
+	return new Proxy({} as Theme, {
+		get: (_target, property) => (property === "then" ? undefined : identity),
+	});
+}
+
+export function createRecordingUi(): RecordingUi {
+	const notifications: Notification[] = [];
+	const statuses = new Map<string, Array<string | undefined>>();
+	const dialogs: DialogCall[] = [];
+	const inputs: InputAnswer[] = [];
+	const selects: SelectAnswer[] = [];
+	const confirms: boolean[] = [];
+	const theme = plainTheme();
+	let editorText = "";
+	const context: ExtensionUIContext = {
+		async select(title, options) {
+			const next = selects.shift();
+			const answer = typeof next === "function" ? next(title, options) : next;
+			dialogs.push({ kind: "select", title, options: [...options], answer });
+			return answer;
+		},
+		async confirm(title, message) {
+			const answer = confirms.shift() ?? false;
+			dialogs.push({ kind: "confirm", title, detail: message, answer });
+			return answer;
+		},
+		async input(title, placeholder) {
+			const next = inputs.shift();
+			const answer = typeof next === "function" ? next(title, placeholder) : next;
+			dialogs.push({ kind: "input", title, detail: placeholder, answer });
+			return answer;
+		},
+		async editor(title, prefill) {
+			dialogs.push({ kind: "editor", title, detail: prefill, answer: undefined });
+			return undefined;
+		},
+		notify(message, type = "info") {
+			notifications.push({ message, type });
+		},
+		onTerminalInput: () => () => {},
+		setStatus(key, text) {
+			let history = statuses.get(key);
+			if (!history) {
+				history = [];
+				statuses.set(key, history);
+			}
+			history.push(text);
+		},
+		setWorkingMessage: () => {},
+		setWorkingVisible: () => {},
+		setWorkingIndicator: () => {},
+		setHiddenThinkingLabel: () => {},
+		setWidget: () => {},
+		setFooter: () => {},
+		setHeader: () => {},
+		setTitle: () => {},
+		custom: async () => undefined as never,
+		pasteToEditor: (text) => {
+			editorText += text;
+		},
+		setEditorText: (text) => {
+			editorText = text;
+		},
+		getEditorText: () => editorText,
+		addAutocompleteProvider: () => {},
+		setEditorComponent: () => {},
+		getEditorComponent: () => undefined,
+		get theme() {
+			return theme;
+		},
+		getAllThemes: () => [],
+		getTheme: () => undefined,
+		setTheme: () => ({ success: false, error: "UI not available in tests" }),
+		getToolsExpanded: () => false,
+		setToolsExpanded: () => {},
+	};
+	return {
+		context,
+		notifications,
+		statuses,
+		dialogs,
+		queueInput: (...answers) => void inputs.push(...answers),
+		queueSelect: (...answers) => void selects.push(...answers),
+		queueConfirm: (...answers) => void confirms.push(...answers),
+		status: (key) => statuses.get(key)?.at(-1),
+		allText() {
+			const texts: string[] = notifications.map((n) => n.message);
+			for (const history of statuses.values()) for (const text of history) if (text !== undefined) texts.push(text);
+			for (const dialog of dialogs) {
+				texts.push(dialog.title, ...(dialog.detail ? [dialog.detail] : []), ...(dialog.options ?? []));
+			}
+			return texts;
+		},
+	};
+}
+
+// ---- sessions -----------------------------------------------------------------------------------------------
+
+export interface PromptResult {
+	text: string;
+	stopReason: AssistantMessage["stopReason"] | undefined;
+	errorMessage: string | undefined;
+	message: AssistantMessage | undefined;
+}
+
+export interface PiSessionOptions {
+	env: TestEnv;
+	modelId?: string;
+	/** "file" (default) writes the session .jsonl under env.sessionDir; "memory" keeps it in memory. */
+	sessionStorage?: "file" | "memory";
+	/** Bound on each prompt / command / shortcut (default 20 s). */
+	timeoutMs?: number;
+	/** Wait for the extension's first footer status before returning (default true). */
+	waitForFooter?: boolean;
+}
+
+export interface PiSession {
+	session: AgentSession;
+	ui: RecordingUi;
+	/** Errors pi reported from extension handlers (a throwing command, event handler or shortcut). */
+	extensionErrors: ExtensionError[];
+	/** Sends a user prompt through pi and returns the resulting assistant message. */
+	prompt(text: string): Promise<PromptResult>;
+	/** Runs an extension command as typed in the editor (`/mcc-use work`); fails if no such command exists. */
+	runCommand(line: string): Promise<void>;
+	/** Presses a shortcut registered by an extension, with the context interactive mode gives shortcut handlers. */
+	pressShortcut(key: string): Promise<void>;
+	/** Shortcut conflicts pi found while resolving extension shortcuts against the keybindings. */
+	shortcutDiagnostics(): string[];
+	/** The extension's current footer text. */
+	footer(): string | undefined;
+	/** Every footer text shown so far. */
+	footerHistory(): Array<string | undefined>;
+	/** Registered command names. */
+	commands(): string[];
+	/** Emits session_shutdown (as pi does on quit) and disposes the session. */
+	dispose(): Promise<void>;
+}
+
+export async function withTimeout<T>(
+	promise: Promise<T>,
+	ms: number,
+	what: string,
+	onTimeout?: () => void,
+): Promise<T> {
+	let timer: NodeJS.Timeout | undefined;
+	const expired = new Promise<never>((_, reject) => {
+		timer = setTimeout(() => {
+			onTimeout?.();
+			reject(new Error(`${what} did not finish within ${ms} ms`));
+		}, ms);
+	});
+	try {
+		return await Promise.race([promise, expired]);
+	} finally {
+		clearTimeout(timer);
+	}
+}
+
+interface KeybindingsModule {
+	KeybindingsManager: { create(agentDir?: string): { getEffectiveConfig(): Record<string, unknown> } };
+}
+
+/** pi's own keybindings resolution (not exported from the package index, so loaded from its dist file). */
+async function loadKeybindings(agentDir: string): Promise<Record<string, unknown>> {
+	const file = join(REPO_ROOT, "node_modules", "@mariozechner", "pi-coding-agent", "dist", "core", "keybindings.js");
+	const module = (await import(pathToFileURL(file).href)) as KeybindingsModule;
+	return module.KeybindingsManager.create(agentDir).getEffectiveConfig();
+}
+
+function textOf(message: AssistantMessage): string {
+	return message.content
+		.filter((block): block is Extract<AssistantMessage["content"][number], { type: "text" }> => block.type === "text")
+		.map((block) => block.text)
+		.join("");
+}
+
+/** Starts a pi session with the extension loaded, bound to a recording UI (as interactive mode binds its own). */
+export async function startPiSession(options: PiSessionOptions): Promise<PiSession> {
+	const { env } = options;
+	const timeoutMs = options.timeoutMs ?? 20_000;
+	await prepareDirs(env);
+	const services = await createAgentSessionServices({
+		cwd: env.cwd,
+		agentDir: env.agentDir,
+		authStorage: AuthStorage.inMemory(),
+		settingsManager: SettingsManager.inMemory({ retry: { enabled: false }, compaction: { enabled: false } }),
+		resourceLoaderOptions: {
+			additionalExtensionPaths: [EXTENSION_PATH],
+			noSkills: true,
+			noPromptTemplates: true,
+			noThemes: true,
+			noContextFiles: true,
+		},
+	});
+	const loadErrors = services.resourceLoader.getExtensions().errors;
+	const serviceErrors = services.diagnostics.filter((d) => d.type === "error");
+	if (loadErrors.length > 0 || serviceErrors.length > 0) {
+		const problems = [...loadErrors.map((e) => `${e.path}: ${e.error}`), ...serviceErrors.map((d) => d.message)];
+		throw new Error(`pi could not load the extension: ${problems.join("; ")}`);
+	}
+	const modelId = options.modelId ?? DEFAULT_MODEL_ID;
+	const model = services.modelRegistry.find(PROVIDER, modelId);
+	if (!model) throw new Error(`pi's model registry has no ${PROVIDER}/${modelId}: the provider was not registered`);
+	const sessionManager =
+		options.sessionStorage === "memory"
+			? SessionManager.inMemory(env.cwd)
+			: SessionManager.create(env.cwd, env.sessionDir);
+	const { session } = await createAgentSessionFromServices({ services, sessionManager, model, thinkingLevel: "off" });
+	const ui = createRecordingUi();
+	const extensionErrors: ExtensionError[] = [];
+	await withTimeout(
+		session.bindExtensions({ uiContext: ui.context, onError: (error) => extensionErrors.push(error) }),
+		timeoutMs,
+		"binding the extension (session_start)",
+	);
+	// The extension paints its footer from session_start without pi awaiting it; wait for that first paint so a
+	// late start-up refresh cannot overwrite what a test's first request puts there.
+	if (options.waitForFooter ?? true) {
+		await waitFor(() => (ui.statuses.get(STATUS_KEY)?.length ?? 0) > 0, "the extension's first footer status", timeoutMs);
+	}
+	let disposed = false;
+	const runner = () => session.extensionRunner;
+
+	const harness: PiSession = {
+		session,
+		ui,
+		extensionErrors,
+		async prompt(text) {
+			if (text.startsWith("/")) throw new Error("prompt() is for user prompts; use runCommand() for commands");
+			const before = session.messages.length;
+			await withTimeout(session.prompt(text), timeoutMs, `prompt "${text}"`, () => void session.abort());
+			const added = session.messages.slice(before);
+			const message = [...added].reverse().find((m): m is AssistantMessage => m.role === "assistant");
+			return {
+				text: message ? textOf(message) : "",
+				stopReason: message?.stopReason,
+				errorMessage: message?.errorMessage,
+				message,
+			};
+		},
+		async runCommand(line) {
+			if (!line.startsWith("/")) throw new Error(`not a command: ${line}`);
+			const name = line.slice(1).split(" ")[0] ?? "";
+			if (!runner().getCommand(name)) {
+				throw new Error(`no extension command /${name} is registered (registered: ${harness.commands().join(", ")})`);
+			}
+			const before = session.messages.length;
+			await withTimeout(session.prompt(line), timeoutMs, `command ${line}`);
+			if (session.messages.length !== before && session.messages.slice(before).some((m) => m.role === "user")) {
+				throw new Error(`${line} was sent to the model as a prompt instead of running as a command`);
+			}
+		},
+		async pressShortcut(key) {
+			const shortcuts = runner().getShortcuts((await loadKeybindings(env.agentDir)) as never);
+			const shortcut = shortcuts.get(key.toLowerCase() as never);
+			if (!shortcut) {
+				throw new Error(`no extension shortcut ${key} is active (active: ${[...shortcuts.keys()].join(", ") || "none"})`);
+			}
+			// Interactive mode runs the handler with an ExtensionContext built on its UI; the runner's context is
+			// that same context over the bound UI.
+			await withTimeout(Promise.resolve(shortcut.handler(runner().createContext())), timeoutMs, `shortcut ${key}`);
+		},
+		shortcutDiagnostics: () => runner().getShortcutDiagnostics().map((d) => d.message),
+		footer: () => ui.status(STATUS_KEY),
+		footerHistory: () => [...(ui.statuses.get(STATUS_KEY) ?? [])],
+		commands: () => runner().getRegisteredCommands().map((c) => c.name),
+		async dispose() {
+			if (disposed) return;
+			disposed = true;
+			try {
+				if (session.isStreaming) await withTimeout(session.abort(), 5_000, "abort");
+				if (runner().hasHandlers("session_shutdown")) {
+					await withTimeout(runner().emit({ type: "session_shutdown", reason: "quit" }), 5_000, "session_shutdown");
+				}
+			} finally {
+				session.dispose();
+			}
+		},
+	};
+	return harness;
+}
+
+/** Session .jsonl files written under the env's session dir. */
+export async function sessionFiles(env: TestEnv): Promise<string[]> {
+	const found: string[] = [];
+	const walk = async (dir: string) => {
+		let entries: import("node:fs").Dirent[];
+		try {
+			entries = await fs.readdir(dir, { withFileTypes: true });
+		} catch {
+			return;
+		}
+		for (const entry of entries) {
+			const path = join(dir, entry.name);
+			if (entry.isDirectory()) await walk(path);
+			else if (entry.name.endsWith(".jsonl")) found.push(path);
+		}
+	};
+	await walk(env.sessionDir);
+	return found;
+}
+
+/** Polls `check` until it returns a truthy value (bounded); for effects pi does not await, like the footer. */
+export async function waitFor<T>(
+	check: () => T | Promise<T>,
+	what: string,
+	timeoutMs = 5_000,
+): Promise<NonNullable<T>> {
+	const deadline = Date.now() + timeoutMs;
+	let last: T | undefined;
+	for (;;) {
+		last = await check();
+		if (last) return last as NonNullable<T>;
+		if (Date.now() > deadline) {
+			throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${String(last)})`);
+		}
+		await new Promise((resolvePromise) => setTimeout(resolvePromise, 20));
+	}
+}
+
+// ---- one test file's world ----------------------------------------------------------------------------------
+
+export interface E2eWorld {
+	api: FakeAnthropicApi;
+	tokens: FakeTokenEndpoint;
+	env: TestEnv;
+	/** Starts a pi session in this world; it is disposed by disposeSessions() / close(). */
+	start(options?: Omit<PiSessionOptions, "env">): Promise<PiSession>;
+	disposeSessions(): Promise<void>;
+	close(): Promise<void>;
+}
+
+/** A fake Messages API, a fake token endpoint and an isolated environment pointing at both. */
+export async function createE2eWorld(tokenOptions: FakeTokenEndpointOptions = {}): Promise<E2eWorld> {
+	const api = await startFakeAnthropicApi();
+	const tokens = await startFakeTokenEndpoint(tokenOptions);
+	const env = createTestEnv({ anthropicBaseUrl: api.baseUrl, tokenUrl: tokens.url });
+	await prepareDirs(env);
+	const sessions: PiSession[] = [];
+	const disposeSessions = async () => {
+		const open = sessions.splice(0);
+		for (const session of open) await session.dispose().catch(() => {});
+	};
+	return {
+		api,
+		tokens,
+		env,
+		async start(options = {}) {
+			const session = await startPiSession({ ...options, env });
+			sessions.push(session);
+			return session;
+		},
+		disposeSessions,
+		async close() {
+			await disposeSessions();
+			await env.cleanup();
+			await api.close();
+			await tokens.close();
+		},
+	};
+}
+
+// ---- a separate pi process (RPC mode) ----------------------------------------------------------------------
+
+export const PI_CLI = join(REPO_ROOT, "node_modules", "@mariozechner", "pi-coding-agent", "dist", "cli.js");
+
+export interface PiProcess {
+	client: RpcClient;
+	/** notify / setStatus requests the extension sent to the RPC client, in order. */
+	uiRequests: Array<{ method: string; [field: string]: unknown }>;
+	prompt(text: string): Promise<PromptResult>;
+	stop(): Promise<void>;
+}
+
+/**
+ * `pi --mode rpc -e index.ts` as its own process, in the same environment (agent dir, keychain service, fake
+ * endpoints): for what must hold across processes, not only across sessions of one process.
+ */
+export async function startPiProcess(env: TestEnv, options: { timeoutMs?: number } = {}): Promise<PiProcess> {
+	const timeoutMs = options.timeoutMs ?? 30_000;
+	await prepareDirs(env);
+	// pi's own retry would re-send failed requests; the extension's fallback is what is under test.
+	const settingsFile = join(env.agentDir, "settings.json");
+	await fs.writeFile(settingsFile, JSON.stringify({ retry: { enabled: false }, compaction: { enabled: false } }));
+	const client = new RpcClient({
+		cliPath: PI_CLI,
+		cwd: env.cwd,
+		provider: PROVIDER,
+		model: DEFAULT_MODEL_ID,
+		args: ["-e", EXTENSION_PATH, "--session-dir", env.sessionDir, "-ne", "-ns", "-np", "--no-themes", "-nc"],
+		env: Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined)),
+	});
+	const uiRequests: PiProcess["uiRequests"] = [];
+	client.onEvent((event) => {
+		const data = event as unknown as { type: string; method?: string };
+		if (data.type === "extension_ui_request" && typeof data.method === "string") {
+			uiRequests.push(data as { method: string });
+		}
+	});
+	await withTimeout(client.start(), timeoutMs, "starting pi in RPC mode");
+	return {
+		client,
+		uiRequests,
+		async prompt(text) {
+			await withTimeout(client.promptAndWait(text, undefined, timeoutMs), timeoutMs + 1_000, `RPC prompt "${text}"`);
+			const messages = await withTimeout(client.getMessages(), timeoutMs, "RPC get_messages");
+			const message = [...messages].reverse().find((m): m is AssistantMessage => m.role === "assistant");
+			return {
+				text: message ? textOf(message) : "",
+				stopReason: message?.stopReason,
+				errorMessage: message?.errorMessage,
+				message,
+			};
+		},
+		stop: () => client.stop(),
+	};
+}
