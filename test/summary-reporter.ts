@@ -10,7 +10,8 @@ export default class SummaryReporter implements Reporter {
 		const walk = (task: Task): void => {
 			if (task.type === "suite") {
 				for (const child of task.tasks) walk(child);
-				if (task.result?.state === "fail" && task.tasks.length === 0) failed++;
+				// A failed hook (beforeAll) leaves the suite's tests unrun: that is a failure, not a skip.
+				if (task.result?.state === "fail" && (task.tasks.length === 0 || (task.result.errors?.length ?? 0) > 0)) failed++;
 				return;
 			}
 			const state = task.result?.state;
@@ -18,10 +19,7 @@ export default class SummaryReporter implements Reporter {
 			else if (state === "pass") passed++;
 			else failed++;
 		};
-		for (const file of files) {
-			walk(file);
-			if (file.result?.state === "fail" && file.tasks.length === 0) failed++;
-		}
+		for (const file of files) walk(file);
 		failed += errors.length;
 		process.stdout.write(`\ntests: ${passed} passed, ${failed} failed, ${skipped} skipped\n`);
 	}

@@ -1,3 +1,4 @@
+import { formatSeconds } from "../format-seconds.js";
 import { redactSecrets } from "./redact.js";
 
 /** Anthropic's OAuth client for Claude Pro/Max, as pi-ai's Anthropic OAuth uses it. */
@@ -98,7 +99,7 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 			throw new TokenEndpointError(
 				aborted ? "no_answer" : "unreachable",
 				aborted
-					? `the token endpoint ${this.url} gave no answer within ${Math.round(this.timeoutMs / 1000)} s`
+					? `the token endpoint ${this.url} gave no answer within ${formatSeconds(this.timeoutMs)}`
 					: `the token endpoint ${this.url} could not be reached (${networkCause(error, sent)})`,
 			);
 		}

@@ -1,4 +1,5 @@
 import { AsyncEntry } from "@napi-rs/keyring";
+import { formatSeconds } from "../format-seconds.js";
 import { KEYCHAIN_SERVICE, KeychainError, type KeychainErrorKind, type SecretStore } from "./secret-store.js";
 
 /** Default bound on one keychain call: long enough for a person to answer a macOS access prompt. */
@@ -68,8 +69,9 @@ export class OsSecretStore implements SecretStore {
 					new KeychainError(
 						"timeout",
 						`The ${this.backend} did not answer a ${operation} of account "${label}" within ` +
-							`${Math.round(this.timeoutMs / 1000)} s: the keychain daemon may be frozen or an unlock prompt ` +
-							"is waiting for an answer. Answer the prompt or restart the keychain daemon, then try again.",
+							`${formatSeconds(this.timeoutMs)}: the keychain daemon may be frozen or an unlock prompt is waiting for an ` +
+							"answer. Answer the prompt or restart the keychain daemon, then try again" +
+							(operation === "read" ? "." : ` (the ${operation} may still happen once the keychain answers).`),
 					),
 				);
 			}, this.timeoutMs);
