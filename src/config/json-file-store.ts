@@ -55,14 +55,26 @@ export class JsonFileStore<T> {
 
 	private parseText(text: string): T {
 		let raw: unknown;
+		let protoKey = false;
 		try {
-			raw = JSON.parse(text);
+			// A "__proto__" key is silently dropped by validation and then by the next write: refuse it instead.
+			raw = JSON.parse(text, (key, value: unknown) => {
+				if (key === "__proto__") protoKey = true;
+				return value;
+			});
 		} catch (error) {
 			const reason = error instanceof SyntaxError ? error.message : "unparsable";
 			throw new ConfigError(
 				this.file,
 				"invalid",
 				`${this.file} is not valid JSON (${reason}). It was left untouched: fix it or move it away.`,
+			);
+		}
+		if (protoKey) {
+			throw new ConfigError(
+				this.file,
+				"invalid",
+				`${this.file} has a "__proto__" key, which this extension never writes. It was left untouched.`,
 			);
 		}
 		return this.options.parse(raw, this.file);

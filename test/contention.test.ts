@@ -1,0 +1,227 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Core } from "../src/core.js";
+import { createCore } from "../src/core.js";
+import {
+	type FakeTokenEndpoint,
+	newAccessToken,
+	newRefreshToken,
+	startFakeTokenEndpoint,
+} from "./helpers/fake-token-endpoint.js";
+import {
+	once,
+	REPO_ROOT,
+	requireSecretService,
+	secretToolClear,
+	secretToolLookup,
+	uniqueService,
+	waitForExit,
+} from "./helpers/keyring.js";
+
+const SERVICE = uniqueService("contention");
+const WORKER = join(REPO_ROOT, "test", "fixtures", "refresh-worker.ts");
+// Eight processes start on two cores: allow for a loaded machine (every wait inside is bounded).
+const SLOW = { timeout: 120_000 };
+const WORKER_BOOT =
+	`import { createJiti } from "jiti"; ` + `await createJiti(import.meta.url).import(${JSON.stringify(WORKER)});`;
+
+interface WorkerLine {
+	pid: number;
+	warm?: boolean;
+	ready?: boolean;
+	status?: string;
+	sha256?: string;
+	error?: { name: string; kind?: string; message: string };
+	fatal?: string;
+	startedAt?: number;
+	endedAt?: number;
+}
+
+interface Worker {
+	child: ChildProcess;
+	/** The JSON lines it printed so far. */
+	lines: WorkerLine[];
+	/** Everything it printed, stdout and stderr, for failure messages and leak scans. */
+	output: string;
+}
+
+function startWorker(env: NodeJS.ProcessEnv): Worker {
+	const child = spawn(process.execPath, ["--input-type=module", "-e", WORKER_BOOT], {
+		cwd: REPO_ROOT,
+		env,
+		stdio: ["pipe", "pipe", "pipe"],
+	});
+	const worker: Worker = { child, lines: [], output: "" };
+	createInterface({ input: child.stdout! }).on("line", (line) => {
+		worker.output += `${line}\n`;
+		try {
+			worker.lines.push(JSON.parse(line) as WorkerLine);
+		} catch {
+			// kept in output for the failure message
+		}
+	});
+	child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+		worker.output += chunk;
+	});
+	return worker;
+}
+
+/** Waits for the worker's next line after the ones already consumed. */
+async function lineAfter(worker: Worker, count: number, withinMs: number): Promise<WorkerLine> {
+	const deadline = Date.now() + withinMs;
+	while (worker.lines.length <= count) {
+		if (Date.now() > deadline) throw new Error(`worker ${worker.child.pid} gave no answer: ${worker.output}`);
+		await new Promise((resolve) => setTimeout(resolve, 10));
+	}
+	return worker.lines[count] as WorkerLine;
+}
+
+interface Scene {
+	dir: string;
+	label: string;
+	fake: FakeTokenEndpoint;
+	env: NodeJS.ProcessEnv;
+	core: Core;
+	workers: Worker[];
+}
+
+let scene: Scene | undefined;
+/** The current test's scene (set by beforeEach). */
+function current(): Scene {
+	if (!scene) throw new Error("beforeEach did not finish");
+	return scene;
+}
+
+const prepared = once(async () => {
+	await requireSecretService();
+	// Load the worker's modules once, so eight workers starting together do not all transpile them at once.
+	const warmup = startWorker({ ...process.env, PI_MCC_WORKER_WARMUP: "1" });
+	try {
+		const line = await lineAfter(warmup, 0, 60_000);
+		if (!line.warm) throw new Error(`the worker did not load: ${warmup.output}`);
+	} finally {
+		if (!(await waitForExit(warmup.child, 10_000))) warmup.child.kill("SIGKILL");
+	}
+});
+
+beforeEach(async () => {
+	await prepared();
+	const dir = await fs.mkdtemp(join(tmpdir(), "pi-mcc-contention-"));
+	const fake = await startFakeTokenEndpoint({ delayMs: 300 });
+	const env: NodeJS.ProcessEnv = {
+		...process.env,
+		PI_CODING_AGENT_DIR: join(dir, "agent"),
+		PI_MCC_TOKEN_URL: fake.url,
+		PI_MCC_KEYCHAIN_SERVICE: SERVICE,
+		PI_MCC_TOKEN_TIMEOUT_MS: "10000",
+		PI_MCC_KEYCHAIN_TIMEOUT_MS: "15000",
+	};
+	scene = {
+		dir,
+		label: `shared-${randomBytes(3).toString("hex")}`,
+		fake,
+		env,
+		core: createCore(env),
+		workers: [],
+	};
+}, 90_000);
+
+afterEach(async () => {
+	const done = scene;
+	scene = undefined;
+	if (!done) return;
+	await Promise.all(
+		done.workers.map(async (worker) => {
+			worker.child.stdin?.end();
+			if (!(await waitForExit(worker.child, 5_000))) worker.child.kill("SIGKILL");
+		}),
+	);
+	await done.fake.close();
+	await secretToolClear(SERVICE, done.label);
+	await fs.rm(done.dir, { recursive: true, force: true });
+});
+
+/** Starts `count` processes, waits until each has opened the keychain, then releases them all at once. */
+async function race(count: number): Promise<WorkerLine[]> {
+	const now = current();
+	const env = { ...now.env, PI_MCC_WORKER_LABEL: now.label };
+	now.workers = Array.from({ length: count }, () => startWorker(env));
+	const ready = await Promise.all(now.workers.map((worker) => lineAfter(worker, 0, 60_000)));
+	for (const line of ready) {
+		expect(line.ready, JSON.stringify(line)).toBe(true);
+		expect(line.status).toBe("expired");
+	}
+	for (const worker of now.workers) worker.child.stdin?.write("go\n");
+	const results = await Promise.all(now.workers.map((worker) => lineAfter(worker, 1, 30_000)));
+	for (const worker of now.workers) worker.child.stdin?.end();
+	return results;
+}
+
+/** A login that expired an hour ago, whose refresh token the fake endpoint will accept once. */
+async function storeExpiredLogin(): Promise<{ access: string; refresh: string; expires: number }> {
+	const { fake, core, label } = current();
+	const pair = { access: newAccessToken(), refresh: newRefreshToken(), expires: Date.now() - 60 * 60 * 1000 };
+	fake.registerRefreshToken(pair.refresh);
+	await core.broker.storeLogin(label, pair);
+	return pair;
+}
+
+function sha256(text: string): string {
+	return createHash("sha256").update(text).digest("hex");
+}
+
+function expectNoTokenInOutput(tokens: readonly string[]): void {
+	for (const worker of current().workers) {
+		for (const token of tokens) expect(worker.output.includes(token), "a worker printed a token").toBe(false);
+	}
+}
+
+describe("many pi processes asking for the same expiring account at once", () => {
+	it("send exactly one refresh, all get the same new token, and the keychain holds the new pair", SLOW, async () => {
+		const { fake, label, dir } = current();
+		const old = await storeExpiredLogin();
+		const results = await race(8);
+		const requests = fake.requests.length;
+		console.log(`[contention] 8 processes raced for one expired account: ${requests} token request(s) seen`);
+
+		for (const result of results) expect(result.error ?? result.fatal, JSON.stringify(result)).toBeUndefined();
+		expect(new Set(results.map((result) => result.pid)).size).toBe(8);
+		expect(requests).toBe(1);
+		expect(fake.requests[0]?.refresh_token).toBe(old.refresh);
+		const [access, refresh] = fake.issued;
+		expect(fake.issued).toHaveLength(2);
+		expect(new Set(results.map((result) => result.sha256))).toEqual(new Set([sha256(access ?? "")]));
+		// They really raced: every process had asked before the first one got its answer.
+		const firstEnd = Math.min(...results.map((result) => result.endedAt ?? Number.POSITIVE_INFINITY));
+		for (const result of results) expect(result.startedAt).toBeLessThan(firstEnd);
+
+		const stored = JSON.parse((await secretToolLookup(SERVICE, label)) ?? "null");
+		expect(stored).toMatchObject({ v: 1, access, refresh });
+		expect(stored.expires).toBeGreaterThan(Date.now() + 60 * 60 * 1000);
+		expectNoTokenInOutput([old.access, old.refresh, access ?? "", refresh ?? ""]);
+		// The lock directory is left clean for the next refresh.
+		const locks = await fs.readdir(join(dir, "agent", "multi-claude-code-locks"));
+		expect(locks.filter((name) => name.endsWith(".lock"))).toEqual([]);
+	});
+
+	it("when the one refresh is refused, only it reaches the endpoint and all report needs_login", SLOW, async () => {
+		const { fake, label } = current();
+		const old = await storeExpiredLogin();
+		fake.setMode("invalid_grant");
+		const results = await race(6);
+		expect(fake.requests).toHaveLength(1);
+		for (const result of results) {
+			expect(result.sha256).toBeUndefined();
+			expect(result.error?.name).toBe("AccountError");
+			expect(result.error?.kind).toBe("needs_login");
+			expect(result.error?.message).toContain(`/mcc-login ${label}`);
+		}
+		expect(JSON.parse((await secretToolLookup(SERVICE, label)) ?? "null")).toEqual({ v: 1, ...old });
+		expectNoTokenInOutput([old.access, old.refresh]);
+	});
+});
