@@ -1,0 +1,146 @@
+import { createHash, randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+
+/** A throwaway HOME with pi's agent directory inside, as the migration sees it. */
+export class Sandbox {
+	private constructor(readonly root: string) {}
+
+	static async create(): Promise<Sandbox> {
+		const root = await fs.mkdtemp(join(tmpdir(), "pi-mcc-migration-"));
+		const sandbox = new Sandbox(root);
+		await fs.mkdir(sandbox.agentDir, { recursive: true, mode: 0o700 });
+		return sandbox;
+	}
+
+	get home(): string {
+		return this.root;
+	}
+
+	get agentDir(): string {
+		return join(this.root, ".pi", "agent");
+	}
+
+	get configFile(): string {
+		return join(this.agentDir, "multi-claude-code.json");
+	}
+
+	get authFile(): string {
+		return join(this.agentDir, "auth.json");
+	}
+
+	async write(file: string, text: string, mode = 0o600): Promise<void> {
+		await fs.writeFile(file, text, { mode });
+		await fs.chmod(file, mode);
+	}
+
+	read(file: string): Promise<string> {
+		return fs.readFile(file, "utf8");
+	}
+
+	async mode(file: string): Promise<number> {
+		return (await fs.stat(file)).mode & 0o777;
+	}
+
+	/** Every entry under the sandbox with type, mode, size, content hash and mtime: equal means untouched. */
+	async snapshot(): Promise<Record<string, string>> {
+		const entries: Record<string, string> = {};
+		const walk = async (dir: string): Promise<void> => {
+			for (const name of await fs.readdir(dir)) {
+				const path = join(dir, name);
+				const stat = await fs.lstat(path);
+				const kind = stat.isDirectory() ? "dir" : stat.isSymbolicLink() ? "link" : "file";
+				const hash = kind === "file" ? createHash("sha256").update(await fs.readFile(path)).digest("hex") : "";
+				const mode = (stat.mode & 0o777).toString(8);
+				entries[relative(this.root, path)] = `${kind} ${mode} ${stat.size} ${hash} ${stat.mtimeMs}`;
+				if (kind === "dir") await walk(path);
+			}
+		};
+		await walk(this.root);
+		return entries;
+	}
+
+	/** Sandbox-relative paths of every file (lock directories and temp files included) holding any secret. */
+	async filesContaining(secrets: readonly string[]): Promise<string[]> {
+		const hits: string[] = [];
+		const walk = async (dir: string): Promise<void> => {
+			for (const name of await fs.readdir(dir)) {
+				const path = join(dir, name);
+				const stat = await fs.lstat(path);
+				if (stat.isDirectory()) await walk(path);
+				else if (stat.isFile() && containsAny(await fs.readFile(path, "utf8"), secrets)) {
+					hits.push(relative(this.root, path));
+				}
+			}
+		};
+		await walk(this.root);
+		return hits.sort();
+	}
+
+	/** Temp files left by an interrupted atomic write (`.<name>.<pid>.<hex>.tmp`). */
+	async tempFiles(): Promise<string[]> {
+		return (await fs.readdir(this.agentDir)).filter((name) => name.endsWith(".tmp"));
+	}
+
+	/**
+	 * A SIGKILLed holder leaves its lock directory behind; nobody refreshes it any more, so after 15 s (30 s for
+	 * auth.json) any contender takes it over. Ageing it stands in for that wait.
+	 */
+	async ageLeftoverLocks(): Promise<string[]> {
+		const locks = (await fs.readdir(this.agentDir)).filter((name) => name.endsWith(".lock"));
+		const past = new Date(Date.now() - 120_000);
+		for (const lock of locks) await fs.utimes(join(this.agentDir, lock), past, past);
+		return locks;
+	}
+
+	remove(): Promise<void> {
+		return fs.rm(this.root, { recursive: true, force: true });
+	}
+}
+
+/**
+ * Token-shaped test values. Each carries a random core that is searched for on its own too, so even a fragment
+ * of a token (a truncated error snippet) counts as a leak.
+ */
+export function fakeToken(kind: "oat01" | "ort01"): string {
+	return `sk-ant-${kind}-${randomBytes(18).toString("hex")}`;
+}
+
+export function secretCores(tokens: readonly string[]): string[] {
+	return tokens.flatMap((token) => [token, token.slice(-24)]);
+}
+
+export function containsAny(text: string, secrets: readonly string[]): boolean {
+	return secretCores(secrets).some((secret) => text.includes(secret));
+}
+
+export interface LegacyAccountFixture {
+	label: string;
+	accessToken?: string;
+	refreshToken?: string;
+	expiresAt?: number;
+	fallbackTo?: string | string[];
+	[extra: string]: unknown;
+}
+
+export function legacyAccount(label: string, extra: Partial<LegacyAccountFixture> = {}): LegacyAccountFixture {
+	return {
+		label,
+		accessToken: fakeToken("oat01"),
+		refreshToken: fakeToken("ort01"),
+		expiresAt: Date.now() + 3_600_000,
+		...extra,
+	};
+}
+
+/** The original extension's file, indented as JSON.stringify(…, null, 2) writes it. */
+export function legacyText(accounts: readonly LegacyAccountFixture[], top: Record<string, unknown> = {}): string {
+	return `${JSON.stringify({ accounts, ...top }, null, 2)}\n`;
+}
+
+export function tokensOf(accounts: readonly LegacyAccountFixture[]): string[] {
+	return accounts.flatMap((account) =>
+		[account.accessToken, account.refreshToken].filter((token): token is string => typeof token === "string"),
+	);
+}
