@@ -64,6 +64,14 @@ const v1 = (accounts: unknown, extra: Record<string, unknown> = {}): string =>
 const badFiles: BadFile[] = [
 	{ name: "broken JSON", content: '{"version":1,"accounts":[', kind: "invalid", says: /is not valid JSON/ },
 	{ name: "an empty file", content: "", kind: "invalid", says: /is not valid JSON/ },
+	{
+		// V8's SyntaxError quotes the text around the error: the message must not.
+		name: "broken JSON around an unquoted token",
+		content: `{"accounts":[{"label":"a","accessToken": ${"sk-ant-oat01-UNQUOTEDtokenABCDEFGHIJKLMNOPQRSTUVWXYZ012345"}}]}`,
+		kind: "invalid",
+		says: /is not valid JSON/,
+		hides: ["sk-ant", "UNQUOTEDtoken", "ssToken"],
+	},
 	{ name: "a JSON array", content: "[]", kind: "invalid", says: /must hold a JSON object/ },
 	{ name: "no version field", content: '{"accounts":[]}', kind: "invalid", says: /no "version" field/ },
 	{ name: "an unknown version", content: '{"version":2,"accounts":[]}', kind: "invalid", says: /version/ },

@@ -15,7 +15,9 @@ export interface FileLockOptions {
  * (proper-lockfile: an atomic `mkdir <target>.lock`, kept fresh while held, taken over once stale).
  */
 export async function withFileLock<T>(target: string, fn: () => Promise<T>, options: FileLockOptions = {}): Promise<T> {
-	const staleMs = options.staleMs ?? 15_000;
+	// pi's own auth.json lock counts 10 s as stale; a lock kept fresh every few seconds is never taken over while
+	// held, and one left behind by a killed process blocks others for 10 s at most.
+	const staleMs = options.staleMs ?? 10_000;
 	const waitMs = options.waitMs ?? 60_000;
 	await ensurePrivateDir(dirname(target));
 	let release: (() => Promise<void>) | undefined;
@@ -24,6 +26,7 @@ export async function withFileLock<T>(target: string, fn: () => Promise<T>, opti
 		release = await lockfile.lock(target, {
 			realpath: false,
 			stale: staleMs,
+			update: Math.max(1000, Math.min(5000, Math.floor(staleMs / 2))),
 			// Short, capped back-off: contenders wait for one HTTP refresh at most, so poll briskly.
 			retries: { retries: Math.ceil(waitMs / 250), factor: 1.3, minTimeout: 10, maxTimeout: 250, randomize: true },
 			onCompromised: (error) => {

@@ -63,11 +63,11 @@ export class JsonFileStore<T> {
 				return value;
 			});
 		} catch (error) {
-			const reason = error instanceof SyntaxError ? error.message : "unparsable";
 			throw new ConfigError(
 				this.file,
 				"invalid",
-				`${this.file} is not valid JSON (${reason}). It was left untouched: fix it or move it away.`,
+				`${this.file} is not valid JSON${syntaxErrorLocation(error, text)}. It was left untouched: fix it or move it ` +
+					"away.",
 			);
 		}
 		if (protoKey) {
@@ -79,4 +79,16 @@ export class JsonFileStore<T> {
 		}
 		return this.options.parse(raw, this.file);
 	}
+}
+
+/**
+ * Where a JSON syntax error is, as "line:column", never what is there: V8's own message quotes the text around
+ * the error, which in a broken old-format file can be a token.
+ */
+function syntaxErrorLocation(error: unknown, text: string): string {
+	const position = error instanceof SyntaxError ? /position (\d+)/.exec(error.message) : null;
+	if (!position) return "";
+	const offset = Math.min(Number(position[1]), text.length);
+	const before = text.slice(0, offset).split("\n");
+	return ` (at line ${before.length}, column ${before[before.length - 1]!.length + 1})`;
 }
