@@ -3,6 +3,9 @@ import { ConfigError } from "./errors.js";
 import { ensurePrivateDir } from "./private-file.js";
 import { dirname } from "node:path";
 
+/** A lock whose holder stopped refreshing it this long ago is taken over (pi's own auth.json lock uses 10 s). */
+export const DEFAULT_LOCK_STALE_MS = 10_000;
+
 export interface FileLockOptions {
 	/** A lock whose holder stopped refreshing it for this long is taken over (its holder died). */
 	staleMs?: number;
@@ -15,9 +18,9 @@ export interface FileLockOptions {
  * (proper-lockfile: an atomic `mkdir <target>.lock`, kept fresh while held, taken over once stale).
  */
 export async function withFileLock<T>(target: string, fn: () => Promise<T>, options: FileLockOptions = {}): Promise<T> {
-	// pi's own auth.json lock counts 10 s as stale; a lock kept fresh every few seconds is never taken over while
-	// held, and one left behind by a killed process blocks others for 10 s at most.
-	const staleMs = options.staleMs ?? 10_000;
+	// Kept fresh every few seconds, a held lock is never taken over, and one left behind by a killed process blocks
+	// others for the stale time at most.
+	const staleMs = options.staleMs ?? DEFAULT_LOCK_STALE_MS;
 	const waitMs = options.waitMs ?? 60_000;
 	await ensurePrivateDir(dirname(target));
 	let release: (() => Promise<void>) | undefined;

@@ -1,6 +1,6 @@
 import type { TokenBroker } from "../broker/token-broker.js";
 import { MIGRATE_COMMAND } from "../config/config-store.js";
-import { withFileLock } from "../config/file-lock.js";
+import { DEFAULT_LOCK_STALE_MS, withFileLock } from "../config/file-lock.js";
 import { readPrivateFile, writePrivateFileAtomic } from "../config/private-file.js";
 import { type ConfigSnapshot, readConfigSnapshot, serializeConfig, UNCHANGED } from "./config-file.js";
 import { keychainStatus, storeAccounts } from "./keychain-writes.js";
@@ -13,7 +13,7 @@ import { type AccountPlan, conflictExplanation, planAccounts, planLines } from "
 
 const KEEP_ADVICE = "remove that account from the file and run again";
 /** withFileLock's default, which the extension's own config writes use too. */
-const CONFIG_LOCK_STALE_SECONDS = 15;
+const CONFIG_LOCK_STALE_SECONDS = DEFAULT_LOCK_STALE_MS / 1000;
 
 export interface MigrateFileOptions {
 	file: string;
