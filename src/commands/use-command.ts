@@ -1,5 +1,5 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
-import { type CommandDeps, refreshFooter, reportFailure, splitArgs, unknownLabelText } from "./command-support.js";
+import { type CommandDeps, reportFailure, splitArgs, unknownLabelText } from "./command-support.js";
 
 /** /mcc-use [label]: switches the active account at once; the next request carries its token. */
 export async function useCommand(deps: CommandDeps, args: string, ctx: ExtensionContext): Promise<void> {
@@ -9,20 +9,10 @@ export async function useCommand(deps: CommandDeps, args: string, ctx: Extension
 		return;
 	}
 	try {
-		const core = await deps.loadCore();
-		const config = await core.config.read();
-		const labels = config.accounts.map((account) => account.label);
-		if (labels.length === 0) {
-			ctx.ui.notify("No Claude account yet. Add one with /mcc-login <label>.", "warning");
-			return;
-		}
-		let label = requested;
-		if (!label) {
-			const active = config.activeLabel ?? labels[0];
-			label = await ctx.ui.select(`Claude account (active: ${active})`, labels);
-			if (!label) return;
-		}
-		await switchTo(deps, ctx, label);
+		const accounts = await knownAccounts(deps, ctx);
+		if (!accounts) return;
+		const label = requested ?? (await ctx.ui.select(`Claude account (active: ${accounts.active})`, accounts.labels));
+		if (label) await switchTo(deps, ctx, label);
 	} catch (error) {
 		reportFailure(ctx, error);
 	}
@@ -31,18 +21,24 @@ export async function useCommand(deps: CommandDeps, args: string, ctx: Extension
 /** Ctrl+Shift+A: the next account in config order, wrapping around. */
 export async function cycleAccounts(deps: CommandDeps, ctx: ExtensionContext): Promise<void> {
 	try {
-		const core = await deps.loadCore();
-		const config = await core.config.read();
-		const labels = config.accounts.map((account) => account.label);
-		if (labels.length === 0) {
-			ctx.ui.notify("No Claude account yet. Add one with /mcc-login <label>.", "warning");
-			return;
-		}
-		const current = labels.indexOf(config.activeLabel ?? labels[0]!);
-		await switchTo(deps, ctx, labels[(current + 1) % labels.length]!);
+		const accounts = await knownAccounts(deps, ctx);
+		if (!accounts) return;
+		const { labels, active } = accounts;
+		await switchTo(deps, ctx, labels[(labels.indexOf(active) + 1) % labels.length]!);
 	} catch (error) {
 		reportFailure(ctx, error);
 	}
+}
+
+/** The labels in config order and the active one; `undefined` (after saying how to add one) when there are none. */
+async function knownAccounts(deps: CommandDeps, ctx: ExtensionContext): Promise<{ labels: string[]; active: string } | undefined> {
+	const config = await (await deps.loadCore()).config.read();
+	const labels = config.accounts.map((account) => account.label);
+	if (labels.length === 0) {
+		ctx.ui.notify("No Claude account yet. Add one with /mcc-login <label>.", "warning");
+		return undefined;
+	}
+	return { labels, active: config.activeLabel ?? labels[0]! };
 }
 
 async function switchTo(deps: CommandDeps, ctx: ExtensionContext, label: string): Promise<void> {
