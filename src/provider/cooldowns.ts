@@ -9,6 +9,15 @@ export function activeCooldowns(state: Pick<SharedState, "cooldowns">, now: numb
 	return { entries, until: (label) => byLabel.get(label)?.until };
 }
 
+/** Puts an account on cooldown in `state` (a longer cooldown already there wins) and prunes expired ones. */
+export function applyCooldown(state: SharedState, label: string, cooldown: Cooldown): void {
+	for (const [other, entry] of Object.entries(state.cooldowns)) {
+		if (entry.until <= cooldown.setAt) delete state.cooldowns[other];
+	}
+	const existing = state.cooldowns[label];
+	state.cooldowns[label] = existing && existing.until > cooldown.until ? existing : cooldown;
+}
+
 /** Records a cooldown in the shared state file, so every pi session (and the next start) honours it. */
 export async function startCooldown(
 	store: JsonFileStore<SharedState>,
@@ -16,11 +25,7 @@ export async function startCooldown(
 	cooldown: Cooldown,
 ): Promise<void> {
 	await store.update((state) => {
-		for (const [other, entry] of Object.entries(state.cooldowns)) {
-			if (entry.until <= cooldown.setAt) delete state.cooldowns[other];
-		}
-		const existing = state.cooldowns[label];
-		state.cooldowns[label] = existing && existing.until > cooldown.until ? existing : cooldown;
+		applyCooldown(state, label, cooldown);
 		return { next: state, result: undefined };
 	});
 }

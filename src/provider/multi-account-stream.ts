@@ -11,12 +11,13 @@ import {
 import { AccountError, type AccountErrorKind } from "../broker/account-error.js";
 import type { AccountStatus } from "../broker/token-broker.js";
 import { redactSecrets } from "../broker/redact.js";
+import type { Cooldown, UsageSnapshot } from "../config/schema.js";
 import type { Core } from "../core.js";
-import { activeCooldowns, startCooldown } from "./cooldowns.js";
+import { activeCooldowns, applyCooldown } from "./cooldowns.js";
 import { classifyFailure, DEFAULT_COOLDOWN_MS } from "./failure-classifier.js";
 import { planAttempts } from "./fallback-router.js";
 import { type CapturedResponse, withResponseCapture } from "./response-capture.js";
-import { headlineText, preemptionUntil, readUsageHeaders, recordUsage } from "./usage.js";
+import { applyUsage, headlineText, preemptionUntil, readUsageHeaders } from "./usage.js";
 
 export const PROVIDER_ID = "multi-claude-code";
 export const DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com";
@@ -115,6 +116,10 @@ async function runWithFallback(
 	}
 	const limited: string[] = [];
 	const skipped: string[] = [];
+	const writes: Promise<void>[] = [];
+	const settleWrites = async (): Promise<void> => {
+		await Promise.allSettled(writes.splice(0));
+	};
 	let lastLimit: { event: ErrorEvent; token: string; kind: string } | undefined;
 	for (let index = 0; index < attempts.length; index++) {
 		const label = attempts[index]!;
@@ -142,12 +147,14 @@ async function runWithFallback(
 				maxRetries: 0,
 			}),
 		);
-		const outcome = await forwardOrHoldFailure(inner, out, token);
-		// Rate-limit figures ride on every response; they are saved after the stream, never in its way.
+		const outcome = await forwardOrHoldFailure(inner, out, token, settleWrites);
+		// Rate-limit figures ride on every response; they are saved alongside the stream, never in its way.
 		const usage = readUsageHeaders(captured.headers, now());
-		if (usage) recordUsage(core.state, label, usage).catch(() => {});
 		if (outcome.kind === "forwarded") {
+			if (usage) writes.push(saveAttempt(core, label, usage));
 			deps.reporter.answered(origin, label, headlineText(usage));
+			await settleWrites();
+			out.end();
 			return;
 		}
 		const event = outcome.event;
@@ -156,11 +163,10 @@ async function runWithFallback(
 			now(),
 		);
 		if (event.reason !== "aborted" && (failure.kind === "rate_limit" || failure.kind === "overloaded")) {
-			await startCooldown(core.state, label, {
-				until: failure.cooldownUntil ?? now() + DEFAULT_COOLDOWN_MS,
-				reason: failure.kind,
-				setAt: now(),
-			}).catch(() => {});
+			// Not awaited here: the next account is asked while the cooldown is written. The stream's last event
+			// waits for the write, so a session that starts after this answer already sees the cooldown.
+			const cooldown = { until: failure.cooldownUntil ?? now() + DEFAULT_COOLDOWN_MS, reason: failure.kind, setAt: now() };
+			writes.push(saveAttempt(core, label, usage, cooldown));
 			limited.push(label);
 			lastLimit = { event, token, kind: failure.kind === "overloaded" ? "overloaded" : "rate-limited" };
 			continue;
@@ -169,8 +175,11 @@ async function runWithFallback(
 		if (failure.kind === "auth") {
 			text = `Anthropic refused the token of account "${label}" (${text}). Run /mcc-login ${label} to log in again.`;
 		}
+		if (usage) writes.push(saveAttempt(core, label, usage));
+		await settleWrites();
 		return surface(out, event, text, skipped, token);
 	}
+	await settleWrites();
 	if (!lastLimit) {
 		return failStream(out, model, `${PROVIDER_ID}: no usable account for "${origin}". ${skipped.join(" ")}`);
 	}
@@ -186,6 +195,17 @@ async function runWithFallback(
 function healthKind(status: AccountStatus): AccountErrorKind {
 	if (status === "revoked" || status === "needs_login" || status === "unusable") return status;
 	return "keychain";
+}
+
+/** One state-file write per attempt: the account's rate-limit figures and, when it was refused, its cooldown. */
+async function saveAttempt(core: Core, label: string, usage?: UsageSnapshot, cooldown?: Cooldown): Promise<void> {
+	await core.state
+		.update((state) => {
+			const changed = (usage ? applyUsage(state, label, usage) : false) || cooldown !== undefined;
+			if (cooldown) applyCooldown(state, label, cooldown);
+			return changed ? { next: state, result: undefined } : { result: undefined };
+		})
+		.catch(() => {});
 }
 
 type ErrorEvent = Extract<AssistantMessageEvent, { type: "error" }>;
@@ -209,6 +229,7 @@ async function forwardOrHoldFailure(
 	inner: AssistantMessageEventStream,
 	out: AssistantMessageEventStream,
 	token: string,
+	beforeLastEvent: () => Promise<void>,
 ): Promise<Outcome> {
 	const held: AssistantMessageEvent[] = [];
 	let streaming = false;
@@ -225,13 +246,14 @@ async function forwardOrHoldFailure(
 		if (event.type === "error" && event.error.errorMessage) {
 			event.error.errorMessage = redactSecrets(event.error.errorMessage, [token]);
 		}
+		if (event.type === "done" || event.type === "error") {
+			await beforeLastEvent();
+			out.push(event);
+			return { kind: "forwarded" };
+		}
 		out.push(event);
-		if (event.type === "done" || event.type === "error") break;
 	}
-	if (!streaming) {
-		for (const early of held) out.push(early);
-	}
-	out.end();
+	if (!streaming) for (const early of held) out.push(early);
 	return { kind: "forwarded" };
 }
 

@@ -97,12 +97,15 @@ export function preemptionUntil(
 	return until > now ? until : undefined;
 }
 
+/** Keeps the newer of the stored and the given figures for the account; `false` when nothing changed. */
+export function applyUsage(state: SharedState, label: string, usage: UsageSnapshot): boolean {
+	const previous = state.usage[label];
+	if (previous && previous.at > usage.at) return false;
+	state.usage[label] = usage;
+	return true;
+}
+
 /** Keeps the latest figures per account in the shared state file (no secrets). */
 export async function recordUsage(store: JsonFileStore<SharedState>, label: string, usage: UsageSnapshot): Promise<void> {
-	await store.update((state) => {
-		const previous = state.usage[label];
-		if (previous && previous.at > usage.at) return { result: undefined };
-		state.usage[label] = usage;
-		return { next: state, result: undefined };
-	});
+	await store.update((state) => (applyUsage(state, label, usage) ? { next: state, result: undefined } : { result: undefined }));
 }
