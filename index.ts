@@ -1,30 +1,23 @@
 /**
  * pi-multi-claude-code: several Claude Pro/Max accounts in pi, tokens only in the OS keychain, directional
- * fallback on rate limits. This file only wires the parts together; see README.md.
+ * fallback on rate limits. This file only wires names to handlers; the handlers load on first use
+ * (src/runtime-loader.ts), so pi's start-up pays for this file and the model list only. See README.md.
  *
  *   pi -e ./index.ts          (or: pi install npm:pi-multi-claude-code)
  */
-import { streamSimpleAnthropic } from "@mariozechner/pi-ai";
+import { createAssistantMessageEventStream } from "@mariozechner/pi-ai";
 import type { ExtensionAPI } from "@mariozechner/pi-coding-agent";
-import { AccountFooter } from "./src/commands/account-footer.js";
-import { registerAccountCommands } from "./src/commands/register-commands.js";
-import { loadCore } from "./src/core-loader.js";
+import { API_KEY_PLACEHOLDER, anthropicBaseUrl, COMMANDS, CYCLE_SHORTCUT, PROVIDER_ID } from "./src/manifest.js";
+import { errorAssistantMessage } from "./src/provider/error-message.js";
 import { mirroredAnthropicModels } from "./src/provider/models.js";
-import {
-	anthropicBaseUrl,
-	createMultiAccountStream,
-	PROVIDER_ID,
-} from "./src/provider/multi-account-stream.js";
+import { loadRuntime } from "./src/runtime-loader.js";
 
-/**
- * pi requires an apiKey and reads it as an environment variable name first (a leading "!" runs a command).
- * This value can be neither, and no token is ever put here: tokens come from the keychain per request.
- */
-const API_KEY_PLACEHOLDER = "<multi-claude-code: tokens come from the OS keychain>";
+function loadFailure(error: unknown): string {
+	const detail = error instanceof Error ? error.message : String(error);
+	return `${PROVIDER_ID}: the extension could not load its keychain layer (${detail}). Reinstall it (npm install).`;
+}
 
 export default function multiClaudeCode(pi: ExtensionAPI): void {
-	const footer = new AccountFooter();
-	const deps = { loadCore: () => loadCore(), footer };
 	pi.registerProvider(PROVIDER_ID, {
 		name: "Claude (multi-account)",
 		baseUrl: anthropicBaseUrl(),
@@ -32,7 +25,50 @@ export default function multiClaudeCode(pi: ExtensionAPI): void {
 		// Its own api id: registering "anthropic-messages" would replace pi's built-in Anthropic streaming for everyone.
 		api: PROVIDER_ID,
 		models: mirroredAnthropicModels(),
-		streamSimple: createMultiAccountStream({ loadCore: deps.loadCore, delegate: streamSimpleAnthropic, reporter: footer }),
+		streamSimple: (model, context, options) => {
+			const out = createAssistantMessageEventStream();
+			loadRuntime().then(
+				(runtime) => runtime.stream(model, context, options, out),
+				(error: unknown) => {
+					out.push({ type: "error", reason: "error", error: errorAssistantMessage(model, loadFailure(error)) });
+					out.end();
+				},
+			);
+			return out;
+		},
 	});
-	registerAccountCommands(pi, deps);
+	for (const command of COMMANDS) {
+		pi.registerCommand(command.name, {
+			description: command.description,
+			...(command.completesLabels
+				? {
+						getArgumentCompletions: (prefix: string) =>
+							loadRuntime().then(
+								(runtime) => runtime.completeLabels(prefix),
+								() => null,
+							),
+					}
+				: {}),
+			handler: (args, ctx) =>
+				loadRuntime().then(
+					(runtime) => runtime.run[command.name](args, ctx),
+					(error: unknown) => ctx.ui.notify(loadFailure(error), "error"),
+				),
+		});
+	}
+	pi.registerShortcut(CYCLE_SHORTCUT, {
+		description: "Cycle Claude accounts (multi-claude-code)",
+		handler: (ctx) =>
+			loadRuntime().then(
+				(runtime) => runtime.cycle(ctx),
+				(error: unknown) => ctx.ui.notify(loadFailure(error), "error"),
+			),
+	});
+	pi.on("session_start", (_event, ctx) => {
+		// Not awaited: the footer fills in once the runtime has loaded in the background; pi's start goes on.
+		loadRuntime().then(
+			(runtime) => runtime.sessionStarted(ctx),
+			() => {},
+		);
+	});
 }

@@ -1,18 +1,18 @@
 /**
  * The secret-keeping layer, built once per process from the environment: keychain, config and state files,
- * token broker. Loaded on first use through `core-loader.ts` (never at pi start-up), because importing
+ * token broker. Loaded on first use through `runtime-loader.ts` (never at pi start-up), because importing
  * `@napi-rs/keyring` and `zod` costs pi about 55 ms of start-up.
  */
 import open from "open";
+import { FileRefreshLock } from "./broker/file-refresh-lock.js";
+import { StateLoginMarks } from "./broker/state-login-marks.js";
+import { DEFAULT_REFRESH_MARGIN_MS, TokenBroker } from "./broker/token-broker.js";
+import { HttpTokenEndpoint } from "./broker/token-endpoint.js";
 import { createConfigStore } from "./config/config-store.js";
 import type { JsonFileStore } from "./config/json-file-store.js";
 import { type ExtensionPaths, resolvePaths } from "./config/paths.js";
 import type { AccountsConfig, SharedState } from "./config/schema.js";
 import { createStateStore } from "./config/state-store.js";
-import { FileRefreshLock } from "./broker/file-refresh-lock.js";
-import { StateLoginMarks } from "./broker/state-login-marks.js";
-import { DEFAULT_REFRESH_MARGIN_MS, TokenBroker } from "./broker/token-broker.js";
-import { HttpTokenEndpoint } from "./broker/token-endpoint.js";
 import { OsSecretStore } from "./keychain/os-secret-store.js";
 
 export interface Core {

@@ -14,7 +14,8 @@ function valueImports(file: string): string[] {
 		if (match[1]) continue;
 		const clause = match[2]!;
 		const names = /^\{([\s\S]*)\}$/.exec(clause.trim());
-		if (names && names[1]!.split(",").every((name) => name.trim() === "" || name.trim().startsWith("type "))) continue;
+		if (names && names[1]!.split(",").every((name) => name.trim() === "" || name.trim().startsWith("type ")))
+			continue;
 		found.push(match[3]!);
 	}
 	for (const match of source.matchAll(/^import\s+"([^"]+)";/gm)) found.push(match[1]!);
@@ -40,12 +41,24 @@ function eagerGraph(entry: string): { files: Set<string>; packages: Map<string, 
 describe("pi start-up cost", () => {
 	test("loading index.ts pulls in neither the keyring nor zod: they load on first use", () => {
 		const { files, packages } = eagerGraph(join(root, "index.ts"));
-		expect(files.size).toBeGreaterThan(5);
+		expect(files.size).toBeGreaterThan(3);
 		for (const heavy of HEAVY) {
 			const importer = [...packages.entries()].find(([name]) => name === heavy || name.startsWith(`${heavy}/`));
 			expect(importer, `${heavy} is imported eagerly by ${importer?.[1]}`).toBeUndefined();
 		}
 		expect([...files].some((file) => file.endsWith("/src/core.ts"))).toBe(false);
+	});
+
+	test("index.ts loads only the names pi registers: every handler loads on first use", () => {
+		const { files } = eagerGraph(join(root, "index.ts"));
+		const relative = [...files].map((file) => file.slice(root.length + 1)).sort();
+		expect(relative).toEqual([
+			"index.ts",
+			"src/manifest.ts",
+			"src/provider/error-message.ts",
+			"src/provider/models.ts",
+			"src/runtime-loader.ts",
+		]);
 	});
 
 	test("the lazily loaded core does import them, so the check above is looking at the right graph", () => {

@@ -1,8 +1,8 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
 import type { AccountHealth } from "../broker/token-broker.js";
 import type { UsageSnapshot } from "../config/schema.js";
+import { anthropicBaseUrl } from "../manifest.js";
 import { activeCooldowns } from "../provider/cooldowns.js";
-import { anthropicBaseUrl } from "../provider/multi-account-stream.js";
 import { formatPercent, recordUsage } from "../provider/usage.js";
 import { fetchOAuthUsage } from "../provider/usage-endpoint.js";
 import { type CommandDeps, reportFailure, splitArgs } from "./command-support.js";
@@ -32,7 +32,9 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 					const token = await core.broker.getAccessToken(account.label);
 					await recordUsage(core.state, account.label, await fetchOAuthUsage(anthropicBaseUrl(), token, now));
 				} catch (error) {
-					problems.push(`${account.label}: usage not refreshed (${error instanceof Error ? error.message : String(error)})`);
+					problems.push(
+						`${account.label}: usage not refreshed (${error instanceof Error ? error.message : String(error)})`,
+					);
 				}
 			}
 		}
@@ -58,7 +60,9 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 				parts.push(`falls back early at ${formatPercent(account.preemptiveFallbackAt)}`);
 			}
 			if (account.loggedInAt) {
-				parts.push(`logged in ${new Date(account.loggedInAt).toISOString().slice(0, 10)} (${age(now - account.loggedInAt)})`);
+				parts.push(
+					`logged in ${new Date(account.loggedInAt).toISOString().slice(0, 10)} (${age(now - account.loggedInAt)})`,
+				);
 			}
 			lines.push(`${account.label === active ? "* " : "  "}${account.label}: ${parts.join("; ")}`);
 			if (health.detail) {
@@ -100,7 +104,10 @@ function healthText(health: AccountHealth, now: number): string {
 function usageText(usage: UsageSnapshot | undefined, now: number): string | undefined {
 	if (!usage) return undefined;
 	const windows = Object.entries(usage.windows).map(([name, window]) => {
-		const reset = window.resetsAt !== undefined && window.resetsAt > now ? ` (resets in ${duration(window.resetsAt - now)})` : "";
+		const reset =
+			window.resetsAt !== undefined && window.resetsAt > now
+				? ` (resets in ${duration(window.resetsAt - now)})`
+				: "";
 		return `${name} ${formatPercent(window.utilization)}${reset}`;
 	});
 	if (windows.length === 0 && !usage.status) return undefined;

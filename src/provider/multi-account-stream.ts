@@ -1,6 +1,5 @@
 import {
 	type Api,
-	type AssistantMessage,
 	type AssistantMessageEvent,
 	type AssistantMessageEventStream,
 	type Context,
@@ -9,18 +8,17 @@ import {
 	type SimpleStreamOptions,
 } from "@mariozechner/pi-ai";
 import { AccountError, type AccountErrorKind } from "../broker/account-error.js";
-import type { AccountStatus } from "../broker/token-broker.js";
 import { redactSecrets } from "../broker/redact.js";
+import type { AccountStatus } from "../broker/token-broker.js";
 import type { Cooldown, UsageSnapshot } from "../config/schema.js";
 import type { Core } from "../core.js";
+import { anthropicBaseUrl, PROVIDER_ID } from "../manifest.js";
 import { activeCooldowns, applyCooldown } from "./cooldowns.js";
+import { errorAssistantMessage } from "./error-message.js";
 import { classifyFailure, DEFAULT_COOLDOWN_MS } from "./failure-classifier.js";
 import { planAttempts } from "./fallback-router.js";
 import { type CapturedResponse, withResponseCapture } from "./response-capture.js";
 import { applyUsage, headlineText, preemptionUntil, readUsageHeaders } from "./usage.js";
-
-export const PROVIDER_ID = "multi-claude-code";
-export const DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com";
 
 type StreamFn = (model: Model<Api>, context: Context, options?: SimpleStreamOptions) => AssistantMessageEventStream;
 type AnthropicStreamFn = (
@@ -46,26 +44,35 @@ export interface MultiAccountStreamDeps {
 	now?: () => number;
 }
 
-export function anthropicBaseUrl(env: NodeJS.ProcessEnv = process.env): string {
-	return env.PI_MCC_ANTHROPIC_BASE_URL || DEFAULT_ANTHROPIC_BASE_URL;
-}
-
 /**
  * The provider's `streamSimple`: picks the active account, asks the broker for its token, delegates to pi-ai's
  * Anthropic streaming, and on a rate limit before any content retries on the origin's fallback list.
  */
 export function createMultiAccountStream(deps: MultiAccountStreamDeps): StreamFn {
-	const now = deps.now ?? Date.now;
-	const baseUrl = deps.baseUrl ?? (() => anthropicBaseUrl());
 	return (model, context, options) => {
 		const out = createAssistantMessageEventStream();
-		runWithFallback(deps, model, context, options, out, now, baseUrl()).catch((error: unknown) => {
-			// Anything unexpected still ends the stream with an error event, never a throw into pi.
-			const message = error instanceof Error ? error.message : String(error);
-			failStream(out, model, `${PROVIDER_ID}: ${redactSecrets(message)}`);
-		});
+		void streamInto(deps, model, context, options, out);
 		return out;
 	};
+}
+
+/** Same as the stream function, into a stream the caller already handed to pi. Never rejects. */
+export async function streamInto(
+	deps: MultiAccountStreamDeps,
+	model: Model<Api>,
+	context: Context,
+	options: SimpleStreamOptions | undefined,
+	out: AssistantMessageEventStream,
+): Promise<void> {
+	const now = deps.now ?? Date.now;
+	const baseUrl = deps.baseUrl ?? (() => anthropicBaseUrl());
+	try {
+		await runWithFallback(deps, model, context, options, out, now, baseUrl());
+	} catch (error) {
+		// Anything unexpected still ends the stream with an error event, never a throw into pi.
+		const message = error instanceof Error ? error.message : String(error);
+		failStream(out, model, `${PROVIDER_ID}: ${redactSecrets(message)}`);
+	}
 }
 
 async function runWithFallback(
@@ -82,14 +89,22 @@ async function runWithFallback(
 		core = await deps.loadCore();
 	} catch (error) {
 		const detail = error instanceof Error ? error.message : String(error);
-		return failStream(out, model, `${PROVIDER_ID}: the keychain layer could not be loaded (${redactSecrets(detail)}).`);
+		return failStream(
+			out,
+			model,
+			`${PROVIDER_ID}: the keychain layer could not be loaded (${redactSecrets(detail)}).`,
+		);
 	}
 	let origin: string;
 	let attempts: string[];
 	try {
 		const config = await core.config.read();
 		if (config.accounts.length === 0) {
-			return failStream(out, model, `${PROVIDER_ID}: no Claude account yet. Run /mcc-login <label> (e.g. /mcc-login personal).`);
+			return failStream(
+				out,
+				model,
+				`${PROVIDER_ID}: no Claude account yet. Run /mcc-login <label> (e.g. /mcc-login personal).`,
+			);
 		}
 		origin = config.activeLabel ?? config.accounts[0]!.label;
 		// A broken state file must not block requests: without it, no account counts as cooling down.
@@ -165,7 +180,11 @@ async function runWithFallback(
 		if (event.reason !== "aborted" && (failure.kind === "rate_limit" || failure.kind === "overloaded")) {
 			// Not awaited here: the next account is asked while the cooldown is written. The stream's last event
 			// waits for the write, so a session that starts after this answer already sees the cooldown.
-			const cooldown = { until: failure.cooldownUntil ?? now() + DEFAULT_COOLDOWN_MS, reason: failure.kind, setAt: now() };
+			const cooldown = {
+				until: failure.cooldownUntil ?? now() + DEFAULT_COOLDOWN_MS,
+				reason: failure.kind,
+				setAt: now(),
+			};
 			writes.push(saveAttempt(core, label, usage, cooldown));
 			limited.push(label);
 			lastLimit = { event, token, kind: failure.kind === "overloaded" ? "overloaded" : "rate-limited" };
@@ -211,7 +230,13 @@ async function saveAttempt(core: Core, label: string, usage?: UsageSnapshot, coo
 type ErrorEvent = Extract<AssistantMessageEvent, { type: "error" }>;
 
 /** Ends the stream with pi-ai's own error event, its text replaced by a redacted, explained one. */
-function surface(out: AssistantMessageEventStream, event: ErrorEvent, text: string, skipped: string[], token: string): void {
+function surface(
+	out: AssistantMessageEventStream,
+	event: ErrorEvent,
+	text: string,
+	skipped: string[],
+	token: string,
+): void {
 	const full = skipped.length > 0 ? `${text} Skipped: ${skipped.join(" ")}` : text;
 	event.error.errorMessage = `${PROVIDER_ID}: ${redactSecrets(full, [token])}`;
 	out.push(event);
@@ -258,24 +283,6 @@ async function forwardOrHoldFailure(
 }
 
 function failStream(out: AssistantMessageEventStream, model: Model<Api>, message: string): void {
-	const error: AssistantMessage = {
-		role: "assistant",
-		content: [],
-		api: "anthropic-messages",
-		provider: model.provider,
-		model: model.id,
-		usage: {
-			input: 0,
-			output: 0,
-			cacheRead: 0,
-			cacheWrite: 0,
-			totalTokens: 0,
-			cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 },
-		},
-		stopReason: "error",
-		errorMessage: message,
-		timestamp: Date.now(),
-	};
-	out.push({ type: "error", reason: "error", error });
+	out.push({ type: "error", reason: "error", error: errorAssistantMessage(model, message) });
 	out.end();
 }

@@ -1,0 +1,44 @@
+/**
+ * The extension's surface as pi sees it at start-up: names, descriptions and provider settings. Deliberately free
+ * of imports, so registering it costs pi next to nothing; everything behind it loads on first use.
+ */
+export const PROVIDER_ID = "multi-claude-code";
+export const DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com";
+
+/**
+ * pi requires an apiKey and reads it as an environment variable name first (a leading "!" runs a command).
+ * This value can be neither, and no token is ever put here: tokens come from the keychain per request.
+ */
+export const API_KEY_PLACEHOLDER = "<multi-claude-code: tokens come from the OS keychain>";
+
+export const CYCLE_SHORTCUT = "ctrl+shift+a";
+
+export type CommandName = "mcc-login" | "mcc-use" | "mcc-fallback" | "mcc-status" | "mcc-remove";
+
+export const COMMANDS: ReadonlyArray<{ name: CommandName; description: string; completesLabels: boolean }> = [
+	{
+		name: "mcc-login",
+		description: "Log in a Claude Pro/Max account under a label (tokens go to the OS keychain)",
+		completesLabels: true,
+	},
+	{ name: "mcc-use", description: "Switch the active Claude account (no label: pick one)", completesLabels: true },
+	{
+		name: "mcc-fallback",
+		description: "Show fallback chains; <source> clears one; <source> <targets…> sets one; --early <pct>",
+		completesLabels: true,
+	},
+	{
+		name: "mcc-status",
+		description: "Claude accounts: token state, usage, cooldowns, fallback lists, keychain backend (--refresh)",
+		completesLabels: false,
+	},
+	{
+		name: "mcc-remove",
+		description: "Remove a Claude account: deletes its keychain item and its label",
+		completesLabels: true,
+	},
+];
+
+export function anthropicBaseUrl(env: NodeJS.ProcessEnv = process.env): string {
+	return env.PI_MCC_ANTHROPIC_BASE_URL || DEFAULT_ANTHROPIC_BASE_URL;
+}
