@@ -1,19 +1,19 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { AccountError } from "../src/broker/account-error.js";
 import type { Clock } from "../src/broker/clock.js";
-import { serializeCredentials, type StoredCredentials } from "../src/broker/credentials.js";
-import {
-	type CodeExchange,
-	type TokenEndpoint,
-	TokenEndpointError,
-	type TokenGrant,
-} from "../src/broker/token-endpoint.js";
+import { type StoredCredentials, serializeCredentials } from "../src/broker/credentials.js";
 import {
 	DEFAULT_REFRESH_MARGIN_MS,
 	type LoginMarks,
 	type RefreshLock,
 	TokenBroker,
 } from "../src/broker/token-broker.js";
+import {
+	type CodeExchange,
+	type TokenEndpoint,
+	TokenEndpointError,
+	type TokenGrant,
+} from "../src/broker/token-endpoint.js";
 import { KeychainError } from "../src/keychain/secret-store.js";
 import { newAccessToken, newRefreshToken } from "./helpers/fake-token-endpoint.js";
 import { MemorySecretStore } from "./helpers/memory-secret-store.js";
@@ -40,11 +40,13 @@ class MemoryLock implements RefreshLock {
 
 	async run<T>(label: string, fn: () => Promise<T>): Promise<T> {
 		const previous = this.tails.get(label) ?? Promise.resolve();
-		const mine = previous.catch(() => {}).then(async () => {
-			this.runs++;
-			await this.beforeRun?.(label);
-			return fn();
-		});
+		const mine = previous
+			.catch(() => {})
+			.then(async () => {
+				this.runs++;
+				await this.beforeRun?.(label);
+				return fn();
+			});
 		this.tails.set(label, mine);
 		return mine;
 	}

@@ -27,8 +27,7 @@ const SERVICE = uniqueService("contention");
 const WORKER = join(REPO_ROOT, "test", "fixtures", "refresh-worker.ts");
 // Eight processes start on two cores: allow for a loaded machine (every wait inside is bounded).
 const SLOW = { timeout: 120_000 };
-const WORKER_BOOT =
-	`import { createJiti } from "jiti"; ` + `await createJiti(import.meta.url).import(${JSON.stringify(WORKER)});`;
+const WORKER_BOOT = `import { createJiti } from "jiti"; await createJiti(import.meta.url).import(${JSON.stringify(WORKER)});`;
 
 interface WorkerLine {
 	pid: number;

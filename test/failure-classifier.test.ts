@@ -7,7 +7,8 @@ import {
 } from "../src/provider/failure-classifier.js";
 
 const now = Date.parse("2026-11-24T12:00:00Z");
-const body429 = '429 {"type":"error","error":{"type":"rate_limit_error","message":"This request would exceed your rate limit"}}';
+const body429 =
+	'429 {"type":"error","error":{"type":"rate_limit_error","message":"This request would exceed your rate limit"}}';
 
 describe("rate-limit signals", () => {
 	test("an HTTP 429 with retry-after cools the account down for that long", () => {
@@ -27,7 +28,11 @@ describe("rate-limit signals", () => {
 
 	test("a windowless 429 (only x-should-retry) is a rate limit with the default one-hour cooldown", () => {
 		const result = classifyFailure({ status: 429, headers: { "x-should-retry": "true" } }, now);
-		expect(result).toEqual({ kind: "rate_limit", cooldownUntil: now + DEFAULT_COOLDOWN_MS, cooldownSource: "default" });
+		expect(result).toEqual({
+			kind: "rate_limit",
+			cooldownUntil: now + DEFAULT_COOLDOWN_MS,
+			cooldownSource: "default",
+		});
 	});
 
 	test("a 429 known only from pi-ai's error text is still a rate limit", () => {
@@ -36,13 +41,16 @@ describe("rate-limit signals", () => {
 
 	test("529 and overloaded_error are overloads", () => {
 		expect(classifyFailure({ status: 529 }, now).kind).toBe("overloaded");
-		expect(classifyFailure({ status: 200, errorMessage: '{"type":"overloaded_error","message":"Overloaded"}' }, now).kind).toBe(
-			"overloaded",
-		);
+		expect(
+			classifyFailure({ status: 200, errorMessage: '{"type":"overloaded_error","message":"Overloaded"}' }, now).kind,
+		).toBe("overloaded");
 	});
 
 	test("a rate_limit_error SSE event inside a 200 response is a rate limit", () => {
-		const result = classifyFailure({ status: 200, errorMessage: '{"type":"rate_limit_error","message":"limit"}' }, now);
+		const result = classifyFailure(
+			{ status: 200, errorMessage: '{"type":"rate_limit_error","message":"limit"}' },
+			now,
+		);
 		expect(result.kind).toBe("rate_limit");
 	});
 
@@ -68,7 +76,9 @@ describe("header parsing", () => {
 	test("malformed values are ignored", () => {
 		expect(parseResetTime("soon", now)).toBeUndefined();
 		expect(parseRetryAfter("later", now)).toBeUndefined();
-		expect(classifyFailure({ status: 429, headers: { "retry-after": "garbage" } }, now).cooldownSource).toBe("default");
+		expect(classifyFailure({ status: 429, headers: { "retry-after": "garbage" } }, now).cooldownSource).toBe(
+			"default",
+		);
 	});
 
 	test("a cooldown is never longer than eight days nor shorter than a second", () => {

@@ -50,7 +50,13 @@ describe("directional fallback plan", () => {
 	});
 
 	test("a list entry for an account that no longer exists is ignored", () => {
-		const stale: AccountsConfig = { version: 1, accounts: [{ label: "a", fallbackTo: ["gone", "b"] }, { label: "b", fallbackTo: [] }] };
+		const stale: AccountsConfig = {
+			version: 1,
+			accounts: [
+				{ label: "a", fallbackTo: ["gone", "b"] },
+				{ label: "b", fallbackTo: [] },
+			],
+		};
 		expect(planAttempts("a", stale, cooling())).toEqual(["a", "b"]);
 	});
 });

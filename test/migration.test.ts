@@ -331,7 +331,11 @@ describe("bad input is refused with a clear message and nothing changed", () => 
 			text: legacyText([legacyAccount("Work"), legacyAccount("work")]),
 			says: "differ only in letter case",
 		},
-		{ name: "an invalid label", text: legacyText([legacyAccount("my work")]), says: '"my work" is not a valid label' },
+		{
+			name: "an invalid label",
+			text: legacyText([legacyAccount("my work")]),
+			says: '"my work" is not a valid label',
+		},
 		{
 			name: "an account without a refresh token",
 			text: legacyText([legacyAccount("ok"), legacyAccount("half", { refreshToken: undefined })]),
@@ -371,7 +375,7 @@ describe("bad input is refused with a clear message and nothing changed", () => 
 
 		expect(result.code).toBe(1);
 		expect(result.stderr).toContain(world.sandbox.configFile);
-		expect(result.stderr).toMatch(typeof says === "string" ? new RegExp(escape(says)) : says);
+		expect(result.stderr).toMatch(typeof says === "string" ? new RegExp(escapeRegExp(says)) : says);
 		expect(result.stderr).toContain("Nothing was changed.");
 		expect(await world.sandbox.snapshot()).toEqual(before);
 		for (const label of labels) expect(await world.keychain.store.get(label)).toBeNull();
@@ -647,7 +651,8 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 		{
 			name: "auth.json without an Anthropic login",
 			label: "nobody",
-			setup: () => world.sandbox.write(world.sandbox.authFile, JSON.stringify({ openai: { type: "api_key", key: "x" } })),
+			setup: () =>
+				world.sandbox.write(world.sandbox.authFile, JSON.stringify({ openai: { type: "api_key", key: "x" } })),
 			says: 'No Anthropic OAuth login (an "anthropic" entry)',
 		},
 		{
@@ -693,9 +698,12 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 			label: "Home",
 			setup: async () => {
 				await givenPiAuth();
-				await world.sandbox.write(world.sandbox.configFile, JSON.stringify({ version: 1, accounts: [{ label: "home" }] }));
+				await world.sandbox.write(
+					world.sandbox.configFile,
+					JSON.stringify({ version: 1, accounts: [{ label: "home" }] }),
+				);
 			},
-			says: "differs from \"Home\" only in letter case",
+			says: 'differs from "Home" only in letter case',
 		},
 		{
 			name: "a keychain item with a different login under that label",
@@ -893,6 +901,6 @@ describe("packaging", () => {
 	});
 });
 
-function escape(text: string): string {
+function escapeRegExp(text: string): string {
 	return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }

@@ -1,8 +1,8 @@
 import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
 const root = resolve(import.meta.dirname, "..");
@@ -12,7 +12,11 @@ const run = promisify(execFile);
 
 async function runPi(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number; output: string }> {
 	try {
-		const { stdout, stderr } = await run(process.execPath, [piBin, ...args], { env, encoding: "utf8", timeout: 60_000 });
+		const { stdout, stderr } = await run(process.execPath, [piBin, ...args], {
+			env,
+			encoding: "utf8",
+			timeout: 60_000,
+		});
 		return { status: 0, output: `${stdout}${stderr}` };
 	} catch (error) {
 		const failed = error as { code?: number; stdout?: string; stderr?: string };
@@ -41,11 +45,15 @@ describe("the npm package", () => {
 		await run("tar", ["-xzf", join(work, packed[0]!.filename), "-C", work], { timeout: 30_000 });
 		unpacked = join(work, "package");
 		// Offline: only the npm cache that `npm ci` filled, so no network is touched. Peers are left to pi.
-		await run("npm", ["install", "--omit=dev", "--omit=peer", "--offline", "--ignore-scripts", "--no-audit", "--no-fund"], {
-			cwd: unpacked,
-			encoding: "utf8",
-			timeout: 180_000,
-		});
+		await run(
+			"npm",
+			["install", "--omit=dev", "--omit=peer", "--offline", "--ignore-scripts", "--no-audit", "--no-fund"],
+			{
+				cwd: unpacked,
+				encoding: "utf8",
+				timeout: 180_000,
+			},
+		);
 	}, 300_000);
 
 	afterAll(() => {

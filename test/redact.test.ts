@@ -23,7 +23,10 @@ describe("redaction", () => {
 
 describe("pasted authorization input", () => {
 	test("a redirect URL, code#state, a query string and a bare code are all understood", () => {
-		expect(parseAuthorizationInput("http://localhost:53692/callback?code=C1&state=S1")).toEqual({ code: "C1", state: "S1" });
+		expect(parseAuthorizationInput("http://localhost:53692/callback?code=C1&state=S1")).toEqual({
+			code: "C1",
+			state: "S1",
+		});
 		expect(parseAuthorizationInput(" C2#S2 ")).toEqual({ code: "C2", state: "S2" });
 		expect(parseAuthorizationInput("code=C3&state=S3")).toEqual({ code: "C3", state: "S3" });
 		expect(parseAuthorizationInput("C4")).toEqual({ code: "C4" });

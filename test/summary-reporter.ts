@@ -11,7 +11,8 @@ export default class SummaryReporter implements Reporter {
 			if (task.type === "suite") {
 				for (const child of task.tasks) walk(child);
 				// A failed hook (beforeAll) leaves the suite's tests unrun: that is a failure, not a skip.
-				if (task.result?.state === "fail" && (task.tasks.length === 0 || (task.result.errors?.length ?? 0) > 0)) failed++;
+				if (task.result?.state === "fail" && (task.tasks.length === 0 || (task.result.errors?.length ?? 0) > 0))
+					failed++;
 				return;
 			}
 			const state = task.result?.state;

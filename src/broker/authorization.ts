@@ -18,7 +18,11 @@ export function createState(): string {
 }
 
 /** The URL a person opens to authorise this extension for their Claude account. */
-export function buildAuthorizeUrl(pkce: Pkce, state: string, redirectUri: string = ANTHROPIC_OAUTH.redirectUri): string {
+export function buildAuthorizeUrl(
+	pkce: Pkce,
+	state: string,
+	redirectUri: string = ANTHROPIC_OAUTH.redirectUri,
+): string {
 	const params = new URLSearchParams({
 		code: "true",
 		client_id: ANTHROPIC_OAUTH.clientId,

@@ -17,7 +17,13 @@ export class CredentialFormatError extends Error {
 
 export function serializeCredentials(credentials: StoredCredentials): string {
 	const { access, refresh, expires, refreshExpires } = credentials;
-	const text = JSON.stringify({ v: 1, access, refresh, expires, ...(refreshExpires !== undefined ? { refreshExpires } : {}) });
+	const text = JSON.stringify({
+		v: 1,
+		access,
+		refresh,
+		expires,
+		...(refreshExpires !== undefined ? { refreshExpires } : {}),
+	});
 	if (Buffer.byteLength(text, "utf8") > MAX_SECRET_BYTES) {
 		throw new CredentialFormatError(
 			`The token pair is ${Buffer.byteLength(text, "utf8")} bytes, over the ${MAX_SECRET_BYTES}-byte keychain item limit.`,
@@ -54,6 +60,9 @@ export function parseCredentials(secret: string): StoredCredentials {
 
 export function sameCredentials(a: StoredCredentials, b: StoredCredentials): boolean {
 	return (
-		a.access === b.access && a.refresh === b.refresh && a.expires === b.expires && a.refreshExpires === b.refreshExpires
+		a.access === b.access &&
+		a.refresh === b.refresh &&
+		a.expires === b.expires &&
+		a.refreshExpires === b.refreshExpires
 	);
 }

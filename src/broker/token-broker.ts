@@ -107,7 +107,11 @@ export class TokenBroker {
 			credentials = this.fromGrant(grant);
 		} catch (error) {
 			if (error instanceof TokenEndpointError) {
-				throw new AccountError(label, "needs_login", `Login of "${label}" failed: ${error.message}. Run /mcc-login ${label} again.`);
+				throw new AccountError(
+					label,
+					"needs_login",
+					`Login of "${label}" failed: ${error.message}. Run /mcc-login ${label} again.`,
+				);
 			}
 			throw error;
 		}

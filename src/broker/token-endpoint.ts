@@ -34,7 +34,13 @@ export interface TokenEndpoint {
 	exchangeCode(exchange: CodeExchange): Promise<TokenGrant>;
 }
 
-export type TokenEndpointErrorKind = "invalid_grant" | "rejected" | "server" | "unreachable" | "no_answer" | "malformed";
+export type TokenEndpointErrorKind =
+	| "invalid_grant"
+	| "rejected"
+	| "server"
+	| "unreachable"
+	| "no_answer"
+	| "malformed";
 
 /** A failed token request. Its message never contains the request's or the response's tokens. */
 export class TokenEndpointError extends Error {
@@ -114,16 +120,25 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 		try {
 			data = JSON.parse(text) as Record<string, unknown>;
 		} catch {
-			throw new TokenEndpointError("malformed", `the token endpoint ${this.url} answered ${response.status} with a body that is not JSON`);
+			throw new TokenEndpointError(
+				"malformed",
+				`the token endpoint ${this.url} answered ${response.status} with a body that is not JSON`,
+			);
 		}
 		const access = data?.access_token;
 		const refresh = data?.refresh_token;
 		const expiresIn = data?.expires_in;
 		if (typeof access !== "string" || access.length < 8 || /\s/.test(access)) {
-			throw new TokenEndpointError("malformed", `the token endpoint ${this.url} answered without a usable access token`);
+			throw new TokenEndpointError(
+				"malformed",
+				`the token endpoint ${this.url} answered without a usable access token`,
+			);
 		}
 		if (typeof refresh !== "string" || refresh.length < 8 || /\s/.test(refresh)) {
-			throw new TokenEndpointError("malformed", `the token endpoint ${this.url} answered without a usable refresh token`);
+			throw new TokenEndpointError(
+				"malformed",
+				`the token endpoint ${this.url} answered without a usable refresh token`,
+			);
 		}
 		if (typeof expiresIn !== "number" || !Number.isFinite(expiresIn) || expiresIn < 0) {
 			throw new TokenEndpointError("malformed", `the token endpoint ${this.url} answered without a usable expiry`);
@@ -141,16 +156,27 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 		let code: string | undefined;
 		try {
 			const parsed = JSON.parse(text) as { error?: unknown };
-			const candidate = typeof parsed.error === "object" && parsed.error !== null ? (parsed.error as { type?: unknown }).type : parsed.error;
+			const candidate =
+				typeof parsed.error === "object" && parsed.error !== null
+					? (parsed.error as { type?: unknown }).type
+					: parsed.error;
 			if (typeof candidate === "string" && /^[a-z_]{1,40}$/.test(candidate)) code = candidate;
 		} catch {
 			// not JSON: no code
 		}
 		if (code === "invalid_grant") {
-			return new TokenEndpointError("invalid_grant", `the token endpoint rejected the refresh token (invalid_grant)`, status);
+			return new TokenEndpointError(
+				"invalid_grant",
+				`the token endpoint rejected the refresh token (invalid_grant)`,
+				status,
+			);
 		}
 		const kind: TokenEndpointErrorKind = status >= 500 ? "server" : "rejected";
-		return new TokenEndpointError(kind, `the token endpoint answered HTTP ${status}${code ? ` (${code})` : ""}`, status);
+		return new TokenEndpointError(
+			kind,
+			`the token endpoint answered HTTP ${status}${code ? ` (${code})` : ""}`,
+			status,
+		);
 	}
 }
 

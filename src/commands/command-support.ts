@@ -50,7 +50,12 @@ export async function refreshFooter(deps: CommandDeps): Promise<void> {
 	const core = await deps.loadCore();
 	const config = await core.config.read();
 	const active = config.activeLabel ?? config.accounts[0]?.label;
-	const usage = active ? await core.state.read().then((state) => state.usage[active], () => undefined) : undefined;
+	const usage = active
+		? await core.state.read().then(
+				(state) => state.usage[active],
+				() => undefined,
+			)
+		: undefined;
 	deps.footer.showActive(active, active ? await core.broker.describe(active) : undefined, headlineText(usage));
 }
 

@@ -45,7 +45,12 @@ export async function fallbackCommand(deps: CommandDeps, args: string, ctx: Exte
 	}
 }
 
-async function setEarlyFallback(deps: CommandDeps, ctx: ExtensionContext, source: string, rest: string[]): Promise<void> {
+async function setEarlyFallback(
+	deps: CommandDeps,
+	ctx: ExtensionContext,
+	source: string,
+	rest: string[],
+): Promise<void> {
 	const raw = rest.length === 1 ? rest[0]!.replace(/%$/, "") : "";
 	const percent = Number(raw);
 	if (raw !== "off" && !(Number.isFinite(percent) && percent >= 50 && percent <= 100)) {
@@ -55,7 +60,13 @@ async function setEarlyFallback(deps: CommandDeps, ctx: ExtensionContext, source
 	const core = await deps.loadCore();
 	const refusal = await core.config.update((config) => {
 		const account = config.accounts.find((entry) => entry.label === source);
-		if (!account) return { result: unknownLabelText(source, config.accounts.map((entry) => entry.label)) };
+		if (!account)
+			return {
+				result: unknownLabelText(
+					source,
+					config.accounts.map((entry) => entry.label),
+				),
+			};
 		if (raw === "off") delete account.preemptiveFallbackAt;
 		else account.preemptiveFallbackAt = percent / 100;
 		return { next: config, result: undefined };

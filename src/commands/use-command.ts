@@ -31,7 +31,10 @@ export async function cycleAccounts(deps: CommandDeps, ctx: ExtensionContext): P
 }
 
 /** The labels in config order and the active one; `undefined` (after saying how to add one) when there are none. */
-async function knownAccounts(deps: CommandDeps, ctx: ExtensionContext): Promise<{ labels: string[]; active: string } | undefined> {
+async function knownAccounts(
+	deps: CommandDeps,
+	ctx: ExtensionContext,
+): Promise<{ labels: string[]; active: string } | undefined> {
 	const config = await (await deps.loadCore()).config.read();
 	const labels = config.accounts.map((account) => account.label);
 	if (labels.length === 0) {

@@ -24,7 +24,9 @@ export function findPlaintextSecrets(value: unknown, path = "", depth = 0, found
 		return found;
 	}
 	if (Array.isArray(value)) {
-		value.forEach((item, index) => findPlaintextSecrets(item, `${path}[${index}]`, depth + 1, found));
+		value.forEach((item, index) => {
+			findPlaintextSecrets(item, `${path}[${index}]`, depth + 1, found);
+		});
 		return found;
 	}
 	if (value !== null && typeof value === "object") {

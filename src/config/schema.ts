@@ -27,7 +27,11 @@ export const configSchema = z
 		const labels = new Set<string>();
 		config.accounts.forEach((account, index) => {
 			if (labels.has(account.label)) {
-				ctx.addIssue({ code: "custom", path: ["accounts", index, "label"], message: `duplicate label "${account.label}"` });
+				ctx.addIssue({
+					code: "custom",
+					path: ["accounts", index, "label"],
+					message: `duplicate label "${account.label}"`,
+				});
 			}
 			labels.add(account.label);
 		});
@@ -35,8 +39,10 @@ export const configSchema = z
 			const seen = new Set<string>();
 			account.fallbackTo.forEach((target, t) => {
 				const path = ["accounts", index, "fallbackTo", t];
-				if (target === account.label) ctx.addIssue({ code: "custom", path, message: "an account cannot fall back to itself" });
-				else if (!labels.has(target)) ctx.addIssue({ code: "custom", path, message: `unknown account "${target}"` });
+				if (target === account.label)
+					ctx.addIssue({ code: "custom", path, message: "an account cannot fall back to itself" });
+				else if (!labels.has(target))
+					ctx.addIssue({ code: "custom", path, message: `unknown account "${target}"` });
 				else if (seen.has(target)) ctx.addIssue({ code: "custom", path, message: `"${target}" is listed twice` });
 				seen.add(target);
 			});

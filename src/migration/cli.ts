@@ -4,8 +4,8 @@ import { createCore } from "../core.js";
 import { KEYCHAIN_SERVICE } from "../keychain/secret-store.js";
 import { errorText, MigrationError, USAGE_EXIT_CODE } from "./migration-error.js";
 import type { Output } from "./output.js";
-import { importPiAuth } from "./pi-auth-import.js";
 import { piAuthFile } from "./pi-auth.js";
+import { importPiAuth } from "./pi-auth-import.js";
 import { migrateConfigFile } from "./run-migration.js";
 
 export const HELP = `Usage: pi-mcc-migrate [--dry-run] [--replace] [--file PATH]

@@ -2,7 +2,7 @@ import { MIGRATE_COMMAND } from "../config/config-store.js";
 import { withFileLock } from "../config/file-lock.js";
 import { writePrivateFileAtomic } from "../config/private-file.js";
 import { type AccountsConfig, emptyConfig } from "../config/schema.js";
-import { checkNewConfig, type ConfigSnapshot, readConfigSnapshot, serializeConfig } from "./config-file.js";
+import { type ConfigSnapshot, checkNewConfig, readConfigSnapshot, serializeConfig } from "./config-file.js";
 import { MigrationError } from "./migration-error.js";
 
 /** The config as an account can be added to it; an old-format file must be migrated first. */

@@ -74,7 +74,9 @@ export function parseJsonQuietly(text: string, file: string, refuseProtoKey = fa
 	}
 	// Copying such a key (as validation does) would set a prototype instead and drop the field silently.
 	if (protoKey && refuseProtoKey) {
-		throw new MigrationError(`${file} has a "__proto__" key, which no multi-claude-code version writes. ${UNCHANGED}`);
+		throw new MigrationError(
+			`${file} has a "__proto__" key, which no multi-claude-code version writes. ${UNCHANGED}`,
+		);
 	}
 	return value;
 }

@@ -55,7 +55,5 @@ export async function storeAccounts(
 /** "Already in the keychain: a, b." — so a failed run never looks like it lost an account. */
 export function keychainStatus(inKeychain: readonly string[]): string {
 	if (inKeychain.length === 0) return "No account is confirmed in the keychain yet.";
-	return (
-		`Already in the keychain (a re-run finds them and keeps them): ${inKeychain.map((l) => `"${l}"`).join(", ")}.`
-	);
+	return `Already in the keychain (a re-run finds them and keeps them): ${inKeychain.map((l) => `"${l}"`).join(", ")}.`;
 }

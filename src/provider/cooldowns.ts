@@ -3,7 +3,10 @@ import type { Cooldown, SharedState } from "../config/schema.js";
 import type { CooldownView } from "./fallback-router.js";
 
 /** The cooldowns in force at `now` (expired ones are ignored, and pruned at the next write). */
-export function activeCooldowns(state: Pick<SharedState, "cooldowns">, now: number): CooldownView & { entries: [string, Cooldown][] } {
+export function activeCooldowns(
+	state: Pick<SharedState, "cooldowns">,
+	now: number,
+): CooldownView & { entries: [string, Cooldown][] } {
 	const entries = Object.entries(state.cooldowns).filter(([, cooldown]) => cooldown.until > now);
 	const byLabel = new Map(entries);
 	return { entries, until: (label) => byLabel.get(label)?.until };

@@ -27,7 +27,8 @@ const MAX_COOLDOWN_MS = 8 * 24 * 60 * 60 * 1000;
  */
 export function classifyFailure(evidence: FailureEvidence, now: number): FailureClass {
 	const message = evidence.errorMessage ?? "";
-	const status = evidence.status !== undefined && evidence.status >= 400 ? evidence.status : statusFromMessage(message);
+	const status =
+		evidence.status !== undefined && evidence.status >= 400 ? evidence.status : statusFromMessage(message);
 	let kind: FailureKind = "other";
 	if (status === 401 || status === 403 || /authentication_error|permission_error|invalid_grant/i.test(message)) {
 		kind = "auth";

@@ -42,7 +42,8 @@ export function readUsageHeaders(headers: Record<string, string> | undefined, no
 	}
 	snapshot.windows = Object.fromEntries([...windows].filter(([, window]) => Number.isFinite(window.utilization)));
 	if (snapshot.resetsAt === undefined) delete snapshot.resetsAt;
-	const useful = snapshot.status !== undefined || snapshot.resetsAt !== undefined || Object.keys(snapshot.windows).length > 0;
+	const useful =
+		snapshot.status !== undefined || snapshot.resetsAt !== undefined || Object.keys(snapshot.windows).length > 0;
 	return seen && useful ? snapshot : undefined;
 }
 
@@ -106,6 +107,12 @@ export function applyUsage(state: SharedState, label: string, usage: UsageSnapsh
 }
 
 /** Keeps the latest figures per account in the shared state file (no secrets). */
-export async function recordUsage(store: JsonFileStore<SharedState>, label: string, usage: UsageSnapshot): Promise<void> {
-	await store.update((state) => (applyUsage(state, label, usage) ? { next: state, result: undefined } : { result: undefined }));
+export async function recordUsage(
+	store: JsonFileStore<SharedState>,
+	label: string,
+	usage: UsageSnapshot,
+): Promise<void> {
+	await store.update((state) =>
+		applyUsage(state, label, usage) ? { next: state, result: undefined } : { result: undefined },
+	);
 }

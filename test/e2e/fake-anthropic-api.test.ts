@@ -112,7 +112,9 @@ describe("the fake Anthropic API as pi-ai's Anthropic provider sees it", () => {
 	it("reports an SSE rate_limit_error before content as the bare event JSON, after a 200 response", async () => {
 		const { message, events, response } = await call(sseErrorBeforeContent("rate_limit_error"));
 		expect(message.stopReason).toBe("error");
-		expect(message.errorMessage).toBe('{"type":"error","error":{"type":"rate_limit_error","message":"Rate limited."}}');
+		expect(message.errorMessage).toBe(
+			'{"type":"error","error":{"type":"rate_limit_error","message":"Rate limited."}}',
+		);
 		expect(message.content).toEqual([]);
 		expect(events).toEqual(["start", "error"]);
 		expect(response?.status).toBe(200);
@@ -148,7 +150,9 @@ describe("the fake Anthropic API as pi-ai's Anthropic provider sees it", () => {
 		const results: Array<string | undefined> = [];
 		for (let i = 0; i < 3; i++) {
 			const message = await streamSimpleAnthropic(model, context, { apiKey: token, maxRetries: 0 }).result();
-			results.push(message.errorMessage ? "error" : message.content[0]?.type === "text" ? message.content[0].text : "");
+			results.push(
+				message.errorMessage ? "error" : message.content[0]?.type === "text" ? message.content[0].text : "",
+			);
 		}
 		expect(results).toEqual(["error", "second", "second"]);
 		const strangerOptions = { apiKey: "sk-ant-oat01-nobody", maxRetries: 0 };

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { type StoredCredentials, parseCredentials, serializeCredentials } from "../../src/broker/credentials.js";
+import { parseCredentials, type StoredCredentials, serializeCredentials } from "../../src/broker/credentials.js";
 import { type StoredComparison, TokenBroker } from "../../src/broker/token-broker.js";
 import { OsSecretStore } from "../../src/keychain/os-secret-store.js";
 

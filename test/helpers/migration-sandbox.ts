@@ -51,7 +51,12 @@ export class Sandbox {
 				const path = join(dir, name);
 				const stat = await fs.lstat(path);
 				const kind = stat.isDirectory() ? "dir" : stat.isSymbolicLink() ? "link" : "file";
-				const hash = kind === "file" ? createHash("sha256").update(await fs.readFile(path)).digest("hex") : "";
+				const hash =
+					kind === "file"
+						? createHash("sha256")
+								.update(await fs.readFile(path))
+								.digest("hex")
+						: "";
 				const mode = (stat.mode & 0o777).toString(8);
 				entries[relative(this.root, path)] = `${kind} ${mode} ${stat.size} ${hash} ${stat.mtimeMs}`;
 				if (kind === "dir") await walk(path);

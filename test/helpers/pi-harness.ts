@@ -8,17 +8,11 @@
  * node_modules packages (e.g. @napi-rs/keyring) and globalThis are shared within the process.
  */
 import { execFile } from "node:child_process";
-import { mkdtempSync, promises as fs, realpathSync } from "node:fs";
+import { promises as fs, mkdtempSync, realpathSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { AssistantMessage } from "@mariozechner/pi-ai";
-import { type FakeAnthropicApi, startFakeAnthropicApi } from "./fake-anthropic-api.js";
-import {
-	type FakeTokenEndpoint,
-	type FakeTokenEndpointOptions,
-	startFakeTokenEndpoint,
-} from "./fake-token-endpoint.js";
 import {
 	type AgentSession,
 	AuthStorage,
@@ -31,6 +25,12 @@ import {
 	SettingsManager,
 	type Theme,
 } from "@mariozechner/pi-coding-agent";
+import { type FakeAnthropicApi, startFakeAnthropicApi } from "./fake-anthropic-api.js";
+import {
+	type FakeTokenEndpoint,
+	type FakeTokenEndpointOptions,
+	startFakeTokenEndpoint,
+} from "./fake-token-endpoint.js";
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 export const EXTENSION_PATH = join(REPO_ROOT, "index.ts");
@@ -419,7 +419,11 @@ export async function startPiSession(options: PiSessionOptions): Promise<PiSessi
 	// The extension paints its footer from session_start without pi awaiting it; wait for that first paint so a
 	// late start-up refresh cannot overwrite what a test's first request puts there.
 	if (options.waitForFooter ?? true) {
-		await waitFor(() => (ui.statuses.get(STATUS_KEY)?.length ?? 0) > 0, "the extension's first footer status", timeoutMs);
+		await waitFor(
+			() => (ui.statuses.get(STATUS_KEY)?.length ?? 0) > 0,
+			"the extension's first footer status",
+			timeoutMs,
+		);
 	}
 	let disposed = false;
 	const runner = () => session.extensionRunner;
@@ -445,7 +449,9 @@ export async function startPiSession(options: PiSessionOptions): Promise<PiSessi
 			if (!line.startsWith("/")) throw new Error(`not a command: ${line}`);
 			const name = line.slice(1).split(" ")[0] ?? "";
 			if (!runner().getCommand(name)) {
-				throw new Error(`no extension command /${name} is registered (registered: ${harness.commands().join(", ")})`);
+				throw new Error(
+					`no extension command /${name} is registered (registered: ${harness.commands().join(", ")})`,
+				);
 			}
 			const before = session.messages.length;
 			await withTimeout(session.prompt(line), timeoutMs, `command ${line}`);
@@ -457,23 +463,35 @@ export async function startPiSession(options: PiSessionOptions): Promise<PiSessi
 			const shortcuts = runner().getShortcuts((await loadKeybindings(env.agentDir)) as never);
 			const shortcut = shortcuts.get(key.toLowerCase() as never);
 			if (!shortcut) {
-				throw new Error(`no extension shortcut ${key} is active (active: ${[...shortcuts.keys()].join(", ") || "none"})`);
+				throw new Error(
+					`no extension shortcut ${key} is active (active: ${[...shortcuts.keys()].join(", ") || "none"})`,
+				);
 			}
 			// Interactive mode runs the handler with an ExtensionContext built on its UI; the runner's context is
 			// that same context over the bound UI.
 			await withTimeout(Promise.resolve(shortcut.handler(runner().createContext())), timeoutMs, `shortcut ${key}`);
 		},
-		shortcutDiagnostics: () => runner().getShortcutDiagnostics().map((d) => d.message),
+		shortcutDiagnostics: () =>
+			runner()
+				.getShortcutDiagnostics()
+				.map((d) => d.message),
 		footer: () => ui.status(STATUS_KEY),
 		footerHistory: () => [...(ui.statuses.get(STATUS_KEY) ?? [])],
-		commands: () => runner().getRegisteredCommands().map((c) => c.name),
+		commands: () =>
+			runner()
+				.getRegisteredCommands()
+				.map((c) => c.name),
 		async dispose() {
 			if (disposed) return;
 			disposed = true;
 			try {
 				if (session.isStreaming) await withTimeout(session.abort(), 5_000, "abort");
 				if (runner().hasHandlers("session_shutdown")) {
-					await withTimeout(runner().emit({ type: "session_shutdown", reason: "quit" }), 5_000, "session_shutdown");
+					await withTimeout(
+						runner().emit({ type: "session_shutdown", reason: "quit" }),
+						5_000,
+						"session_shutdown",
+					);
 				}
 			} finally {
 				session.dispose();
