@@ -26,16 +26,19 @@ export class JsonFileStore<T> {
 		return this.options.file;
 	}
 
-	/** The current content. An unchanged file (same inode, size and times) is not parsed again. */
-	async read(): Promise<T> {
+	/**
+	 * The current content, read-only (deeply frozen: change it through `update`). An unchanged file (same inode,
+	 * size and times) is neither read nor parsed again, and not copied: this runs on every request.
+	 */
+	async read(): Promise<Readonly<T>> {
 		const stat = await statPrivateFile(this.file);
-		if (!stat) return this.options.empty();
-		if (this.cached?.version === stat.version) return structuredClone(this.cached.value);
+		if (!stat) return deepFreeze(this.options.empty());
+		if (this.cached?.version === stat.version) return this.cached.value;
 		const text = await readPrivateFile(this.file);
-		if (text === undefined) return this.options.empty();
-		const value = this.parseText(text);
+		if (text === undefined) return deepFreeze(this.options.empty());
+		const value = deepFreeze(this.parseText(text));
 		this.cached = { version: stat.version, value };
-		return structuredClone(value);
+		return value;
 	}
 
 	async update<R>(change: Change<T, R>): Promise<R> {
@@ -91,4 +94,12 @@ function syntaxErrorLocation(error: unknown, text: string): string {
 	const offset = Math.min(Number(position[1]), text.length);
 	const before = text.slice(0, offset).split("\n");
 	return ` (at line ${before.length}, column ${before[before.length - 1]!.length + 1})`;
+}
+
+function deepFreeze<V>(value: V): V {
+	if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+		Object.freeze(value);
+		for (const child of Object.values(value)) deepFreeze(child);
+	}
+	return value;
 }

@@ -7,9 +7,8 @@ import {
 	type Model,
 	type SimpleStreamOptions,
 } from "@mariozechner/pi-ai";
-import { AccountError, type AccountErrorKind } from "../broker/account-error.js";
+import { AccountError } from "../broker/account-error.js";
 import { redactSecrets } from "../broker/redact.js";
-import type { AccountStatus } from "../broker/token-broker.js";
 import type { Cooldown, UsageSnapshot } from "../config/schema.js";
 import type { Core } from "../core.js";
 import { anthropicBaseUrl, PROVIDER_ID } from "../manifest.js";
@@ -97,6 +96,7 @@ async function runWithFallback(
 	}
 	let origin: string;
 	let attempts: string[];
+	let originToken: Promise<string>;
 	try {
 		const config = await core.config.read();
 		if (config.accounts.length === 0) {
@@ -107,6 +107,9 @@ async function runWithFallback(
 			);
 		}
 		origin = config.activeLabel ?? config.accounts[0]!.label;
+		// The keychain read is the slowest step before the request: it runs while the state file is read.
+		originToken = core.broker.getAccessToken(origin);
+		originToken.catch(() => {});
 		// A broken state file must not block requests: without it, no account counts as cooling down.
 		const state = await core.state.read().catch(() => undefined);
 		const cooldowns = state ? activeCooldowns(state, now()) : { until: () => undefined };
@@ -120,13 +123,16 @@ async function runWithFallback(
 	}
 
 	if (attempts[0] !== origin) {
-		// The origin is cooling down and will not be asked for a token, but a revoked or logged-out origin must
-		// still fail rather than be silently replaced by its fallbacks.
-		const health = await core.broker.describe(origin);
-		if (health.status !== "ok" && health.status !== "expired") {
-			const message = health.detail ?? `Account "${origin}" is unusable.`;
-			deps.reporter.unusable(origin, new AccountError(origin, healthKind(health.status), message));
-			return failStream(out, model, `${PROVIDER_ID}: ${message}`);
+		// The origin is cooling down and will not be asked, but a revoked or logged-out origin must still fail
+		// rather than be silently replaced by its fallbacks. (A refresh that merely could not reach the token
+		// endpoint does not stop its fallbacks.)
+		const failure = await originToken.then(
+			() => undefined,
+			(error: unknown) => error,
+		);
+		if (failure instanceof AccountError && failure.kind !== "refresh_failed" && failure.kind !== "busy") {
+			deps.reporter.unusable(origin, failure);
+			return failStream(out, model, `${PROVIDER_ID}: ${failure.message}`);
 		}
 	}
 	const limited: string[] = [];
@@ -141,7 +147,7 @@ async function runWithFallback(
 		if (index > 0 && lastLimit) deps.reporter.fellBack(attempts[index - 1]!, label, lastLimit.kind);
 		let token: string;
 		try {
-			token = await core.broker.getAccessToken(label);
+			token = await (label === origin ? originToken : core.broker.getAccessToken(label));
 		} catch (error) {
 			const message = error instanceof AccountError ? error.message : `Account "${label}" is unusable.`;
 			// The account the person chose is never silently replaced; a broken fallback target is skipped.
@@ -209,11 +215,6 @@ async function runWithFallback(
 			: `account "${limited[0]}" is ${lastLimit.kind}: ${detail}.` +
 				(attempts.length === 1 ? ` It has no usable fallback; see /mcc-fallback ${origin}.` : "");
 	return surface(out, lastLimit.event, text, skipped, lastLimit.token);
-}
-
-function healthKind(status: AccountStatus): AccountErrorKind {
-	if (status === "revoked" || status === "needs_login" || status === "unusable") return status;
-	return "keychain";
 }
 
 /** One state-file write per attempt: the account's rate-limit figures and, when it was refused, its cooldown. */
