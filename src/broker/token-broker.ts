@@ -246,7 +246,20 @@ export class TokenBroker {
 	}
 
 	private async writeVerified(label: string, credentials: StoredCredentials): Promise<void> {
-		const secret = serializeCredentials(credentials);
+		let secret: string;
+		try {
+			secret = serializeCredentials(credentials);
+			// Never replace an item with one this broker could not read back.
+			parseCredentials(secret);
+		} catch (error) {
+			const reason = error instanceof CredentialFormatError ? error.message : "it cannot be stored";
+			throw new AccountError(
+				label,
+				"needs_login",
+				`The new login of "${label}" could not be stored (${reason}); the keychain item was not changed. ` +
+					`Run /mcc-login ${label}.`,
+			);
+		}
 		let lastError: unknown;
 		for (let attempt = 0; attempt < 2; attempt++) {
 			try {

@@ -11,6 +11,9 @@ export const ANTHROPIC_OAUTH = {
 	scopes: "org:create_api_key user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload",
 } as const;
 
+/** Longer lifetimes are nonsense, and from about 1e305 s on the expiry in ms is not even a finite number. */
+const MAX_LIFETIME_S = 10 * 365 * 24 * 60 * 60;
+
 export interface TokenGrant {
 	access: string;
 	refresh: string;
@@ -140,12 +143,12 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 				`the token endpoint ${this.url} answered without a usable refresh token`,
 			);
 		}
-		if (typeof expiresIn !== "number" || !Number.isFinite(expiresIn) || expiresIn < 0) {
+		if (typeof expiresIn !== "number" || !Number.isFinite(expiresIn) || expiresIn < 0 || expiresIn > MAX_LIFETIME_S) {
 			throw new TokenEndpointError("malformed", `the token endpoint ${this.url} answered without a usable expiry`);
 		}
 		const refreshExpiresIn = data?.refresh_token_expires_in;
 		const refreshLifetime =
-			typeof refreshExpiresIn === "number" && Number.isFinite(refreshExpiresIn) && refreshExpiresIn > 0
+			typeof refreshExpiresIn === "number" && refreshExpiresIn > 0 && refreshExpiresIn <= MAX_LIFETIME_S
 				? { refreshExpiresInMs: refreshExpiresIn * 1000 }
 				: {};
 		return { access, refresh, expiresInMs: expiresIn * 1000, ...refreshLifetime };

@@ -1,5 +1,6 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
 import { redactSecrets } from "../broker/redact.js";
+import { printable } from "../config/labels.js";
 import type { Core } from "../core.js";
 import { headlineText } from "../provider/usage.js";
 import type { AccountFooter } from "./account-footer.js";
@@ -61,5 +62,6 @@ export async function refreshFooter(deps: CommandDeps): Promise<void> {
 
 export function unknownLabelText(label: string, known: string[]): string {
 	const list = known.length > 0 ? `Known accounts: ${known.join(", ")}.` : "No account yet.";
-	return `Unknown account "${label}". ${list} Add one with /mcc-login ${label}.`;
+	const shown = printable(label);
+	return `Unknown account "${shown}". ${list} Add one with /mcc-login ${shown}.`;
 }
