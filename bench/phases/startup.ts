@@ -1,0 +1,250 @@
+/**
+ * 4. Start-up: `pi --list-models` (pi's full start: settings, models.json, extensions, model registry; then it
+ * prints and exits) with and without this extension, alternating. To explain the difference, in fresh processes:
+ * pi's own extension loader (loadExtensions, jiti) timed on index.ts and on an empty TypeScript extension, with
+ * the number of statSync calls it makes; what importing @napi-rs/keyring and zod costs (why they are loaded
+ * lazily); and what the lazy load of the extension's core costs at the first request (through jiti, as pi loads it).
+ */
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { BenchContext } from "../lib/context.js";
+import { EXTENSION_PATH, REPO_ROOT } from "../lib/pi.js";
+import { median, round, type Summary, shuffled, summarize } from "../lib/stats.js";
+
+export const PI_CLI = join(REPO_ROOT, "node_modules", "@mariozechner", "pi-coding-agent", "dist", "cli.js");
+const EMPTY_EXTENSION = join(REPO_ROOT, "bench", "fixtures", "empty-extension.ts");
+/**
+ * What the extension under test loads on first use: its runtime loader (src/runtime-loader.ts, loadRuntime), or,
+ * in versions without one, its core (src/core.ts, createCore).
+ */
+const EXTENSION_SRC = join(dirname(EXTENSION_PATH), "src");
+const LAZY_LOAD = existsSync(join(EXTENSION_SRC, "runtime-loader.ts"))
+	? { module: join(EXTENSION_SRC, "runtime-loader.ts"), call: "await module.loadRuntime(process.env);" }
+	: { module: join(EXTENSION_SRC, "core.ts"), call: "module.createCore(process.env);" };
+export const LAZY_LOAD_NAME = LAZY_LOAD.module.slice(dirname(EXTENSION_PATH).length + 1);
+const PI_DIST = join(REPO_ROOT, "node_modules", "@mariozechner", "pi-coding-agent", "dist");
+const PI_LOADER = join(PI_DIST, "core", "extensions", "loader.js");
+
+type Arm = "plain" | "extension";
+
+export interface LoaderProbe {
+	/** pi's loadExtensions([path]) in a fresh process that has already imported pi. */
+	extension: Summary;
+	emptyExtension: Summary;
+	/** median(extension) − median(emptyExtension). */
+	extensionOwnMs: number;
+	/** fs.statSync calls made while loading (jiti's module resolution), per load. */
+	statSyncCalls: { extension: number; emptyExtension: number };
+}
+
+export interface StartupResult {
+	plain: Summary;
+	extension: Summary;
+	/** median(extension) − median(plain), wall time from spawn to exit. */
+	overheadMs: number;
+	/** The same runs' own CPU time (user + system, all threads), a steadier figure on a busy machine. */
+	cpu: { plain: Summary; extension: Summary; overheadMs: number };
+	/** pi's extension loader alone, this extension versus an empty one (undefined if pi's loader moved). */
+	loader?: LoaderProbe;
+	/** In a fresh process: import("@napi-rs/keyring"), import("zod"), both; and jiti-importing src/core.ts. */
+	imports: { keyring: Summary; zod: Summary; keyringPlusZod: Summary; lazyLoadViaJiti: Summary; lazyModule: string };
+}
+
+interface Run {
+	ms: number;
+	code: number | null;
+	stdout: string;
+	stderr: string;
+}
+
+function run(args: string[], cwd: string): Promise<Run> {
+	return new Promise((resolve, reject) => {
+		const started = performance.now();
+		const child = spawn(process.execPath, args, { cwd, env: process.env, stdio: ["ignore", "pipe", "pipe"] });
+		let stdout = "";
+		let stderr = "";
+		child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+			stdout += chunk;
+		});
+		child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+			stderr += chunk;
+		});
+		const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+		let ms = Number.NaN;
+		child.on("error", reject);
+		// Timed at the process's exit; resolved once its output is complete.
+		child.on("exit", () => {
+			ms = performance.now() - started;
+		});
+		child.on("close", (code) => {
+			clearTimeout(timer);
+			resolve({ ms, code, stdout, stderr });
+		});
+	});
+}
+
+/** Prints the process's own CPU time (user + system) at exit: steadier than wall time on a busy machine. */
+const CPU_MARK = "__PI_MCC_BENCH_CPU_MS__";
+const CPU_HOOK = `data:text/javascript,${encodeURIComponent(
+	`process.on("exit", () => { const u = process.cpuUsage(); ` +
+		`process.stderr.write("\\n${CPU_MARK} " + (u.user + u.system) / 1000 + "\\n"); });`,
+)}`;
+
+const ARGS: Record<Arm, string[]> = {
+	plain: ["--import", CPU_HOOK, PI_CLI, "--list-models"],
+	extension: ["--import", CPU_HOOK, PI_CLI, "-e", EXTENSION_PATH, "--list-models"],
+};
+
+function cpuMs(stderr: string): number {
+	const match = new RegExp(`${CPU_MARK} ([0-9.]+)`).exec(stderr);
+	return match ? Number(match[1]) : Number.NaN;
+}
+
+/** Loads both extensions with pi's own loader, in the order given, timing each and counting statSync calls. */
+function loaderProbe(paths: string[]): string {
+	return [
+		'import fs from "node:fs";',
+		'await import("@mariozechner/pi-coding-agent");',
+		`const loader = await import(${JSON.stringify(pathToFileURL(PI_LOADER).href)});`,
+		"const statSync = fs.statSync;",
+		"let stats = 0;",
+		"fs.statSync = function (...args) { stats++; return statSync.apply(this, args); };",
+		"const out = {};",
+		`for (const path of ${JSON.stringify(paths)}) {`,
+		"	stats = 0;",
+		"	const t0 = performance.now();",
+		"	const result = await loader.loadExtensions([path], process.cwd());",
+		"	const ms = performance.now() - t0;",
+		"	if (result.errors.length > 0) throw new Error(JSON.stringify(result.errors));",
+		"	out[path] = { ms, stats };",
+		"}",
+		"process.stdout.write(JSON.stringify(out));",
+	].join("\n");
+}
+
+const IMPORT_PROBE = [
+	"const t0 = performance.now();",
+	'await import("@napi-rs/keyring");',
+	"const t1 = performance.now();",
+	'await import("zod");',
+	"const t2 = performance.now();",
+	"process.stdout.write(JSON.stringify({ keyring: t1 - t0, zod: t2 - t1 }));",
+].join("\n");
+
+const ZOD_FIRST_PROBE = [
+	"const t0 = performance.now();",
+	'await import("zod");',
+	"const t1 = performance.now();",
+	"process.stdout.write(JSON.stringify({ zod: t1 - t0 }));",
+].join("\n");
+
+const CORE_PROBE = [
+	'import { createJiti } from "jiti";',
+	// pi has pi-ai loaded already when the extension first needs its runtime.
+	'await import("@mariozechner/pi-ai");',
+	"const jiti = createJiti(import.meta.url, { moduleCache: false });",
+	"const t0 = performance.now();",
+	`const module = await jiti.import(${JSON.stringify(LAZY_LOAD.module)});`,
+	LAZY_LOAD.call,
+	"process.stdout.write(JSON.stringify({ core: performance.now() - t0 }));",
+].join("\n");
+
+async function probe(code: string, cwd = REPO_ROOT): Promise<Record<string, number>> {
+	const result = await run(["--input-type=module", "-e", code], cwd);
+	if (result.code !== 0) throw new Error(`import probe failed: ${result.stderr}`);
+	return JSON.parse(result.stdout) as Record<string, number>;
+}
+
+export async function startup(ctx: BenchContext): Promise<StartupResult> {
+	const times: Record<Arm, number[]> = { plain: [], extension: [] };
+	const cpu: Record<Arm, number[]> = { plain: [], extension: [] };
+	const arms = Object.keys(ARGS) as Arm[];
+	const warmup = 1;
+	const rounds = ctx.budget.n(15, 3);
+	for (let i = 0; i < warmup + rounds; i++) {
+		for (const arm of shuffled(arms)) {
+			const result = await run(ARGS[arm], ctx.env.cwd);
+			if (result.code !== 0) throw new Error(`pi --list-models (${arm}) failed: ${result.stderr}`);
+			// pi prints the model table to stdout or stderr depending on the version: look at both.
+			const listed = `${result.stdout}\n${result.stderr}`.includes("multi-claude-code");
+			if (listed !== (arm === "extension")) {
+				const output = `${result.stdout} ${result.stderr}`.slice(0, 600);
+				throw new Error(`pi --list-models (${arm}) listed the wrong models: ${output}`);
+			}
+			if (i >= warmup) {
+				times[arm].push(result.ms);
+				cpu[arm].push(cpuMs(result.stderr));
+			}
+		}
+	}
+	const overheadMs = round(median(times.extension) - median(times.plain));
+	const cpuOverheadMs = round(median(cpu.extension) - median(cpu.plain));
+	ctx.log(
+		`pi --list-models: plain ${round(median(times.plain))} ms, ` +
+			`with the extension ${round(median(times.extension))} ms ` +
+			`→ added ${overheadMs} ms (n=${rounds} each); CPU time added ${cpuOverheadMs} ms`,
+	);
+
+	let loader: LoaderProbe | undefined;
+	if (existsSync(PI_LOADER)) {
+		const own: number[] = [];
+		const empty: number[] = [];
+		const stats = { extension: 0, emptyExtension: 0 };
+		// Extra figures: fewer runs (never fewer than 2) when the run is late.
+		for (let i = 0; i < ctx.budget.n(6, 2) && (i < 2 || ctx.timeLeftMs() > 25_000); i++) {
+			// Both in one process, the order alternating: whichever loads first also pays jiti's first use.
+			const order = i % 2 === 0 ? [EXTENSION_PATH, EMPTY_EXTENSION] : [EMPTY_EXTENSION, EXTENSION_PATH];
+			const result = (await probe(loaderProbe(order))) as unknown as Record<string, { ms: number; stats: number }>;
+			const ext = result[EXTENSION_PATH] as { ms: number; stats: number };
+			const emp = result[EMPTY_EXTENSION] as { ms: number; stats: number };
+			own.push(ext.ms);
+			empty.push(emp.ms);
+			stats.extension = ext.stats;
+			stats.emptyExtension = emp.stats;
+		}
+		loader = {
+			extension: summarize(own),
+			emptyExtension: summarize(empty),
+			extensionOwnMs: round(median(own) - median(empty)),
+			statSyncCalls: stats,
+		};
+		ctx.log(
+			`pi's extension loader alone: index.ts ${loader.extension.median} ms (${stats.extension} statSync calls), ` +
+				`an empty extension ${loader.emptyExtension.median} ms (${stats.emptyExtension})`,
+		);
+	}
+
+	const keyring: number[] = [];
+	const both: number[] = [];
+	const zodFirst: number[] = [];
+	const core: number[] = [];
+	for (let i = 0; i < ctx.budget.n(6, 3) && (i < 3 || ctx.timeLeftMs() > 15_000); i++) {
+		const imports = await probe(IMPORT_PROBE);
+		keyring.push(imports.keyring as number);
+		both.push((imports.keyring as number) + (imports.zod as number));
+		zodFirst.push((await probe(ZOD_FIRST_PROBE)).zod as number);
+		core.push((await probe(CORE_PROBE)).core as number);
+	}
+	const result: StartupResult = {
+		plain: summarize(times.plain),
+		extension: summarize(times.extension),
+		overheadMs,
+		cpu: { plain: summarize(cpu.plain), extension: summarize(cpu.extension), overheadMs: cpuOverheadMs },
+		loader,
+		imports: {
+			keyring: summarize(keyring),
+			zod: summarize(zodFirst),
+			keyringPlusZod: summarize(both),
+			lazyLoadViaJiti: summarize(core),
+			lazyModule: LAZY_LOAD_NAME,
+		},
+	};
+	ctx.log(
+		`fresh-process imports (median): @napi-rs/keyring ${result.imports.keyring.median} ms, zod ` +
+			`${result.imports.zod.median} ms, both ${result.imports.keyringPlusZod.median} ms; the load on first use ` +
+			`via jiti ${result.imports.lazyLoadViaJiti.median} ms (${LAZY_LOAD_NAME})`,
+	);
+	return result;
+}
