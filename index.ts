@@ -7,10 +7,10 @@
  */
 import { createAssistantMessageEventStream } from "@mariozechner/pi-ai";
 import type { ExtensionAPI } from "@mariozechner/pi-coding-agent";
-import { API_KEY_PLACEHOLDER, anthropicBaseUrl, COMMANDS, CYCLE_SHORTCUT, PROVIDER_ID } from "./src/manifest.js";
-import { errorAssistantMessage } from "./src/provider/error-message.js";
-import { mirroredAnthropicModels } from "./src/provider/models.js";
-import { loadRuntime } from "./src/runtime-loader.js";
+import { API_KEY_PLACEHOLDER, anthropicBaseUrl, COMMANDS, CYCLE_SHORTCUT, PROVIDER_ID } from "./src/manifest.ts";
+import { errorAssistantMessage } from "./src/provider/error-message.ts";
+import { mirroredAnthropicModels } from "./src/provider/models.ts";
+import { loadRuntime } from "./src/runtime-loader.ts";
 
 function loadFailure(error: unknown): string {
 	const detail = error instanceof Error ? error.message : String(error);

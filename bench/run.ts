@@ -9,20 +9,20 @@
 import { promises as fs, readFileSync } from "node:fs";
 import { cpus, loadavg, type as osType, release, totalmem } from "node:os";
 import { join } from "node:path";
-import { startFakeAnthropicApi } from "../test/helpers/fake-anthropic-api.js";
-import { newAccessToken, startFakeTokenEndpoint } from "../test/helpers/fake-token-endpoint.js";
-import { type BenchContext, budget } from "./lib/context.js";
-import { createBenchEnv } from "./lib/env.js";
-import { installFetchTiming } from "./lib/fetch-timing.js";
-import { createBenchSession, EXTENSION_PATH, REPO_ROOT, writeModelsJson } from "./lib/pi.js";
-import { type Machine, type Results, renderMarkdown, targets } from "./lib/report.js";
-import { round } from "./lib/stats.js";
-import { contention } from "./phases/contention.js";
-import { failover } from "./phases/failover.js";
-import { keychain } from "./phases/keychain.js";
-import { requestOverhead, storeBenchAccount } from "./phases/request-overhead.js";
-import { scale } from "./phases/scale.js";
-import { startup } from "./phases/startup.js";
+import { startFakeAnthropicApi } from "../test/helpers/fake-anthropic-api.ts";
+import { newAccessToken, startFakeTokenEndpoint } from "../test/helpers/fake-token-endpoint.ts";
+import { type BenchContext, budget } from "./lib/context.ts";
+import { createBenchEnv } from "./lib/env.ts";
+import { installFetchTiming } from "./lib/fetch-timing.ts";
+import { createBenchSession, EXTENSION_PATH, REPO_ROOT, writeModelsJson } from "./lib/pi.ts";
+import { type Machine, type Results, renderMarkdown, targets } from "./lib/report.ts";
+import { round } from "./lib/stats.ts";
+import { contention } from "./phases/contention.ts";
+import { failover } from "./phases/failover.ts";
+import { keychain } from "./phases/keychain.ts";
+import { requestOverhead, storeBenchAccount } from "./phases/request-overhead.ts";
+import { scale } from "./phases/scale.ts";
+import { startup } from "./phases/startup.ts";
 
 const PHASES = ["request", "failover", "keychain", "scale", "contention", "startup"] as const;
 /** Optional extra samples stop being taken after this (the whole run must finish within 5 minutes). */

@@ -3,9 +3,9 @@
  * pi-mcc-migrate (package bin): moves plaintext tokens into the OS keychain; see `--help`. Compiled to
  * dist/scripts/migrate.js, so plain Node runs it without a TypeScript loader, also in an `--omit=dev` install.
  */
-import { runMigrationCli } from "../src/migration/cli.js";
-import { errorText } from "../src/migration/migration-error.js";
-import { Output } from "../src/migration/output.js";
+import { runMigrationCli } from "../src/migration/cli.ts";
+import { errorText } from "../src/migration/migration-error.ts";
+import { Output } from "../src/migration/output.ts";
 
 const out = new Output();
 runMigrationCli(process.argv.slice(2), process.env, out).then(

@@ -4,16 +4,16 @@
  * `@napi-rs/keyring` and `zod` costs pi about 55 ms of start-up.
  */
 import open from "open";
-import { FileRefreshLock } from "./broker/file-refresh-lock.js";
-import { StateLoginMarks } from "./broker/state-login-marks.js";
-import { DEFAULT_REFRESH_MARGIN_MS, TokenBroker } from "./broker/token-broker.js";
-import { HttpTokenEndpoint } from "./broker/token-endpoint.js";
-import { createConfigStore } from "./config/config-store.js";
-import type { JsonFileStore } from "./config/json-file-store.js";
-import { type ExtensionPaths, resolvePaths } from "./config/paths.js";
-import type { AccountsConfig, SharedState } from "./config/schema.js";
-import { createStateStore } from "./config/state-store.js";
-import { OsSecretStore } from "./keychain/os-secret-store.js";
+import { FileRefreshLock } from "./broker/file-refresh-lock.ts";
+import { StateLoginMarks } from "./broker/state-login-marks.ts";
+import { DEFAULT_REFRESH_MARGIN_MS, TokenBroker } from "./broker/token-broker.ts";
+import { HttpTokenEndpoint } from "./broker/token-endpoint.ts";
+import { createConfigStore } from "./config/config-store.ts";
+import type { JsonFileStore } from "./config/json-file-store.ts";
+import { type ExtensionPaths, resolvePaths } from "./config/paths.ts";
+import type { AccountsConfig, SharedState } from "./config/schema.ts";
+import { createStateStore } from "./config/state-store.ts";
+import { OsSecretStore } from "./keychain/os-secret-store.ts";
 
 export interface Core {
 	paths: ExtensionPaths;

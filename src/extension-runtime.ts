@@ -10,10 +10,10 @@ import {
 	type SimpleStreamOptions,
 	streamSimpleAnthropic,
 } from "@mariozechner/pi-ai";
-import { AccountFooter } from "./commands/account-footer.js";
-import { type CommandHandlers, createCommandHandlers } from "./commands/command-handlers.js";
-import { createCore } from "./core.js";
-import { streamInto } from "./provider/multi-account-stream.js";
+import { AccountFooter } from "./commands/account-footer.ts";
+import { type CommandHandlers, createCommandHandlers } from "./commands/command-handlers.ts";
+import { createCore } from "./core.ts";
+import { streamInto } from "./provider/multi-account-stream.ts";
 
 export interface ExtensionRuntime extends CommandHandlers {
 	stream(

@@ -1,4 +1,4 @@
-import type { ExtensionRuntime } from "./extension-runtime.js";
+import type { ExtensionRuntime } from "./extension-runtime.ts";
 
 const runtimes = new Map<string, Promise<ExtensionRuntime>>();
 
@@ -13,7 +13,7 @@ export function loadRuntime(env: NodeJS.ProcessEnv = process.env): Promise<Exten
 	const key = [env.PI_CODING_AGENT_DIR, env.HOME, env.PI_MCC_KEYCHAIN_SERVICE, env.PI_MCC_TOKEN_URL].join("\u0000");
 	let pending = runtimes.get(key);
 	if (!pending) {
-		pending = import("./extension-runtime.js").then((module) => module.createExtensionRuntime(env));
+		pending = import("./extension-runtime.ts").then((module) => module.createExtensionRuntime(env));
 		// A failed load (e.g. the keyring's native module is missing) is not cached: the next use tries again.
 		pending.catch(() => runtimes.delete(key));
 		runtimes.set(key, pending);

@@ -1,22 +1,22 @@
 import { beforeEach, describe, expect, it } from "vitest";
-import { AccountError } from "../src/broker/account-error.js";
-import type { Clock } from "../src/broker/clock.js";
-import { type StoredCredentials, serializeCredentials } from "../src/broker/credentials.js";
+import { AccountError } from "../src/broker/account-error.ts";
+import type { Clock } from "../src/broker/clock.ts";
+import { type StoredCredentials, serializeCredentials } from "../src/broker/credentials.ts";
 import {
 	DEFAULT_REFRESH_MARGIN_MS,
 	type LoginMarks,
 	type RefreshLock,
 	TokenBroker,
-} from "../src/broker/token-broker.js";
+} from "../src/broker/token-broker.ts";
 import {
 	type CodeExchange,
 	type TokenEndpoint,
 	TokenEndpointError,
 	type TokenGrant,
-} from "../src/broker/token-endpoint.js";
-import { KeychainError } from "../src/keychain/secret-store.js";
-import { newAccessToken, newRefreshToken } from "./helpers/fake-token-endpoint.js";
-import { MemorySecretStore } from "./helpers/memory-secret-store.js";
+} from "../src/broker/token-endpoint.ts";
+import { KeychainError } from "../src/keychain/secret-store.ts";
+import { newAccessToken, newRefreshToken } from "./helpers/fake-token-endpoint.ts";
+import { MemorySecretStore } from "./helpers/memory-secret-store.ts";
 
 const HOUR = 60 * 60 * 1000;
 const START = Date.UTC(2025, 0, 15, 9, 0, 0);

@@ -5,14 +5,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { Core } from "../src/core.js";
-import { createCore } from "../src/core.js";
+import type { Core } from "../src/core.ts";
+import { createCore } from "../src/core.ts";
 import {
 	type FakeTokenEndpoint,
 	newAccessToken,
 	newRefreshToken,
 	startFakeTokenEndpoint,
-} from "./helpers/fake-token-endpoint.js";
+} from "./helpers/fake-token-endpoint.ts";
 import {
 	once,
 	REPO_ROOT,
@@ -21,7 +21,7 @@ import {
 	secretToolLookup,
 	uniqueService,
 	waitForExit,
-} from "./helpers/keyring.js";
+} from "./helpers/keyring.ts";
 
 const SERVICE = uniqueService("contention");
 const WORKER = join(REPO_ROOT, "test", "fixtures", "refresh-worker.ts");

@@ -4,7 +4,7 @@ import {
 	DEFAULT_COOLDOWN_MS,
 	parseResetTime,
 	parseRetryAfter,
-} from "../src/provider/failure-classifier.js";
+} from "../src/provider/failure-classifier.ts";
 
 const now = Date.parse("2026-11-24T12:00:00Z");
 const body429 =

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
-import { MAX_SECRET_BYTES } from "../src/broker/credentials.js";
-import { OsSecretStore } from "../src/keychain/os-secret-store.js";
+import { MAX_SECRET_BYTES } from "../src/broker/credentials.ts";
+import { OsSecretStore } from "../src/keychain/os-secret-store.ts";
 import {
 	continueDaemon,
 	type IsolatedKeyring,
@@ -20,7 +20,7 @@ import {
 	stopDaemon,
 	uniqueService,
 	unlockDefaultCollection,
-} from "./helpers/keyring.js";
+} from "./helpers/keyring.ts";
 
 const SERVICE = uniqueService("keychain");
 const OTHER_SERVICE = uniqueService("keychain-other");

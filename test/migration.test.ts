@@ -2,14 +2,14 @@ import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import lockfile from "proper-lockfile";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
-import type { StoredCredentials } from "../src/broker/credentials.js";
-import { parseAccountsConfig } from "../src/config/config-store.js";
-import { runMigrationCli } from "../src/migration/cli.js";
-import { removeTopLevelMember } from "../src/migration/json-members.js";
-import { convertLegacyConfig } from "../src/migration/legacy-format.js";
-import { Output } from "../src/migration/output.js";
-import { buildMigrate, Migrate, ROOT, type RunOptions, type RunResult } from "./helpers/migration-cli.js";
-import { requireTestKeyring, TestKeychain, uniqueService } from "./helpers/migration-keychain.js";
+import type { StoredCredentials } from "../src/broker/credentials.ts";
+import { parseAccountsConfig } from "../src/config/config-store.ts";
+import { runMigrationCli } from "../src/migration/cli.ts";
+import { removeTopLevelMember } from "../src/migration/json-members.ts";
+import { convertLegacyConfig } from "../src/migration/legacy-format.ts";
+import { Output } from "../src/migration/output.ts";
+import { buildMigrate, Migrate, ROOT, type RunOptions, type RunResult } from "./helpers/migration-cli.ts";
+import { requireTestKeyring, TestKeychain, uniqueService } from "./helpers/migration-keychain.ts";
 import {
 	containsAny,
 	fakeToken,
@@ -18,7 +18,7 @@ import {
 	legacyText,
 	Sandbox,
 	tokensOf,
-} from "./helpers/migration-sandbox.js";
+} from "./helpers/migration-sandbox.ts";
 
 interface TestWorld {
 	sandbox: Sandbox;

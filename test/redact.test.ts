@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
-import { parseAuthorizationInput } from "../src/broker/authorization.js";
-import { redactSecrets } from "../src/broker/redact.js";
+import { parseAuthorizationInput } from "../src/broker/authorization.ts";
+import { redactSecrets } from "../src/broker/redact.ts";
 
 describe("redaction", () => {
 	test("Anthropic token shapes are removed wherever they appear", () => {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
-import type { UsageSnapshot } from "../src/config/schema.js";
-import { headlineText, parseUtilization, preemptionUntil, readUsageHeaders } from "../src/provider/usage.js";
+import type { UsageSnapshot } from "../src/config/schema.ts";
+import { headlineText, parseUtilization, preemptionUntil, readUsageHeaders } from "../src/provider/usage.ts";
 
 const now = Date.parse("2026-11-24T12:00:00Z");
 const inSeconds = (s: number) => String(Math.floor(now / 1000) + s);

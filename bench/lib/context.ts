@@ -1,7 +1,7 @@
-import type { FakeAnthropicApi } from "../../test/helpers/fake-anthropic-api.js";
-import type { FakeTokenEndpoint } from "../../test/helpers/fake-token-endpoint.js";
-import type { BenchEnv } from "./env.js";
-import type { BenchSession } from "./pi.js";
+import type { FakeAnthropicApi } from "../../test/helpers/fake-anthropic-api.ts";
+import type { FakeTokenEndpoint } from "../../test/helpers/fake-token-endpoint.ts";
+import type { BenchEnv } from "./env.ts";
+import type { BenchSession } from "./pi.ts";
 
 /** Sample counts: the full run, or `--quick` (a smoke run while developing; its figures are not the report's). */
 export interface Budget {

@@ -7,8 +7,8 @@ import { randomBytes } from "node:crypto";
 import { existsSync, promises as fs, mkdtempSync, realpathSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type AccountsConfig, emptyState } from "../../src/config/schema.js";
-import { type Core, createCore } from "../../src/core.js";
+import { type AccountsConfig, emptyState } from "../../src/config/schema.ts";
+import { type Core, createCore } from "../../src/core.ts";
 
 export interface BenchEnv {
 	root: string;

@@ -1,5 +1,5 @@
-import type { BenchSession } from "./pi.js";
-import { median, percentile, round, type Summary, shuffled, summarize } from "./stats.js";
+import type { BenchSession } from "./pi.ts";
+import { median, percentile, round, type Summary, shuffled, summarize } from "./stats.ts";
 
 export const REPLY_TEXT = "Hello from the fake Messages API.";
 

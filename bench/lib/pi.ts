@@ -19,7 +19,7 @@ import {
 	SettingsManager,
 	type Theme,
 } from "@mariozechner/pi-coding-agent";
-import { startMarks, stopMarks } from "./fetch-timing.js";
+import { startMarks, stopMarks } from "./fetch-timing.ts";
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 /** The extension under test: index.ts, or (to try a candidate change without touching src/) PI_MCC_BENCH_EXTENSION. */

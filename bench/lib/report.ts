@@ -1,12 +1,12 @@
 /** results.json's shape, the targets, and RESULTS.md rendered from the results. */
-import type { ContentionResult } from "../phases/contention.js";
-import type { FailoverResult } from "../phases/failover.js";
-import type { KeychainResult } from "../phases/keychain.js";
-import type { RequestOverheadResult } from "../phases/request-overhead.js";
-import type { ScalePoint } from "../phases/scale.js";
-import type { StartupResult } from "../phases/startup.js";
-import type { OverheadFigures } from "./paired.js";
-import type { Summary } from "./stats.js";
+import type { ContentionResult } from "../phases/contention.ts";
+import type { FailoverResult } from "../phases/failover.ts";
+import type { KeychainResult } from "../phases/keychain.ts";
+import type { RequestOverheadResult } from "../phases/request-overhead.ts";
+import type { ScalePoint } from "../phases/scale.ts";
+import type { StartupResult } from "../phases/startup.ts";
+import type { OverheadFigures } from "./paired.ts";
+import type { Summary } from "./stats.ts";
 
 export interface Machine {
 	cpuModel: string;

@@ -8,9 +8,9 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import type { BenchContext } from "../lib/context.js";
-import { REPO_ROOT } from "../lib/pi.js";
-import { median, round as round3, type Summary, settle, summarize } from "../lib/stats.js";
+import type { BenchContext } from "../lib/context.ts";
+import { REPO_ROOT } from "../lib/pi.ts";
+import { median, round as round3, type Summary, settle, summarize } from "../lib/stats.ts";
 
 const LABEL = "contention";
 const WORKER = join(REPO_ROOT, "bench", "workers", "refresh-worker.ts");

@@ -6,12 +6,12 @@
  * cooldown to the state file (under its lock), reading the second account's token, and reporting the hop.
  */
 import { type Context, type Model, streamSimpleAnthropic } from "@mariozechner/pi-ai";
-import { startCooldown } from "../../src/provider/cooldowns.js";
-import { ok, rateLimited } from "../../test/helpers/fake-anthropic-api.js";
-import { newAccessToken, newRefreshToken } from "../../test/helpers/fake-token-endpoint.js";
-import type { BenchContext } from "../lib/context.js";
-import { REPLY_TEXT } from "../lib/paired.js";
-import { median, round, type Summary, settle, shuffled, summarize } from "../lib/stats.js";
+import { startCooldown } from "../../src/provider/cooldowns.ts";
+import { ok, rateLimited } from "../../test/helpers/fake-anthropic-api.ts";
+import { newAccessToken, newRefreshToken } from "../../test/helpers/fake-token-endpoint.ts";
+import type { BenchContext } from "../lib/context.ts";
+import { REPLY_TEXT } from "../lib/paired.ts";
+import { median, round, type Summary, settle, shuffled, summarize } from "../lib/stats.ts";
 
 const ORIGIN = "fo-origin";
 const SECOND = "fo-second";

@@ -4,11 +4,11 @@
  * builds the keyring entry, cached per label afterwards).
  */
 
-import { serializeCredentials } from "../../src/broker/credentials.js";
-import { OsSecretStore } from "../../src/keychain/os-secret-store.js";
-import { newAccessToken, newRefreshToken } from "../../test/helpers/fake-token-endpoint.js";
-import type { BenchContext } from "../lib/context.js";
-import { type Summary, settle, shuffled, summarize } from "../lib/stats.js";
+import { serializeCredentials } from "../../src/broker/credentials.ts";
+import { OsSecretStore } from "../../src/keychain/os-secret-store.ts";
+import { newAccessToken, newRefreshToken } from "../../test/helpers/fake-token-endpoint.ts";
+import type { BenchContext } from "../lib/context.ts";
+import { type Summary, settle, shuffled, summarize } from "../lib/stats.ts";
 
 export interface KeychainResult {
 	backend: string;

@@ -4,11 +4,11 @@
  * 300 ms time to first token. Also times the extension's per-request steps on their own, to explain the figure.
  */
 
-import { ok } from "../../test/helpers/fake-anthropic-api.js";
-import { newAccessToken, newRefreshToken } from "../../test/helpers/fake-token-endpoint.js";
-import type { BenchContext } from "../lib/context.js";
-import { type ArmSamples, type OverheadFigures, overheadFigures, REPLY_TEXT, runInterleaved } from "../lib/paired.js";
-import { type Summary, settle, shuffled, summarize } from "../lib/stats.js";
+import { ok } from "../../test/helpers/fake-anthropic-api.ts";
+import { newAccessToken, newRefreshToken } from "../../test/helpers/fake-token-endpoint.ts";
+import type { BenchContext } from "../lib/context.ts";
+import { type ArmSamples, type OverheadFigures, overheadFigures, REPLY_TEXT, runInterleaved } from "../lib/paired.ts";
+import { type Summary, settle, shuffled, summarize } from "../lib/stats.ts";
 
 export const BENCH_LABEL = "bench";
 

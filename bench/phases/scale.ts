@@ -5,11 +5,11 @@
  * the cache on every request).
  */
 import { promises as fs } from "node:fs";
-import { ok } from "../../test/helpers/fake-anthropic-api.js";
-import { newAccessToken, newRefreshToken } from "../../test/helpers/fake-token-endpoint.js";
-import type { BenchContext } from "../lib/context.js";
-import { type ArmSamples, type OverheadFigures, overheadFigures, REPLY_TEXT, runInterleaved } from "../lib/paired.js";
-import { type Summary, settle, summarize } from "../lib/stats.js";
+import { ok } from "../../test/helpers/fake-anthropic-api.ts";
+import { newAccessToken, newRefreshToken } from "../../test/helpers/fake-token-endpoint.ts";
+import type { BenchContext } from "../lib/context.ts";
+import { type ArmSamples, type OverheadFigures, overheadFigures, REPLY_TEXT, runInterleaved } from "../lib/paired.ts";
+import { type Summary, settle, summarize } from "../lib/stats.ts";
 
 export interface ScalePoint {
 	accounts: number;

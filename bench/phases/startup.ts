@@ -9,9 +9,9 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
-import type { BenchContext } from "../lib/context.js";
-import { EXTENSION_PATH, REPO_ROOT } from "../lib/pi.js";
-import { median, round, type Summary, shuffled, summarize } from "../lib/stats.js";
+import type { BenchContext } from "../lib/context.ts";
+import { EXTENSION_PATH, REPO_ROOT } from "../lib/pi.ts";
+import { median, round, type Summary, shuffled, summarize } from "../lib/stats.ts";
 
 export const PI_CLI = join(REPO_ROOT, "node_modules", "@mariozechner", "pi-coding-agent", "dist", "cli.js");
 const EMPTY_EXTENSION = join(REPO_ROOT, "bench", "fixtures", "empty-extension.ts");

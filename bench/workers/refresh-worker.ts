@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { createInterface } from "node:readline";
-import { createCore } from "../../src/core.js";
+import { createCore } from "../../src/core.ts";
 
 const label = process.env.PI_MCC_BENCH_LABEL;
 if (!label) throw new Error("PI_MCC_BENCH_LABEL is not set");

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
-import { ANTHROPIC_OAUTH } from "./token-endpoint.js";
+import { ANTHROPIC_OAUTH } from "./token-endpoint.ts";
 
 export interface Pkce {
 	verifier: string;

@@ -1,8 +1,8 @@
 import { join } from "node:path";
-import { ConfigError } from "../config/errors.js";
-import { withFileLock } from "../config/file-lock.js";
-import { AccountError } from "./account-error.js";
-import type { RefreshLock } from "./token-broker.js";
+import { ConfigError } from "../config/errors.ts";
+import { withFileLock } from "../config/file-lock.ts";
+import { AccountError } from "./account-error.ts";
+import type { RefreshLock } from "./token-broker.ts";
 
 /** One lock file per account beside the config, so refreshes of different accounts do not wait on each other. */
 export class FileRefreshLock implements RefreshLock {

@@ -1,6 +1,6 @@
-import type { JsonFileStore } from "../config/json-file-store.js";
-import type { SharedState } from "../config/schema.js";
-import type { LoginMarks } from "./token-broker.js";
+import type { JsonFileStore } from "../config/json-file-store.ts";
+import type { SharedState } from "../config/schema.ts";
+import type { LoginMarks } from "./token-broker.ts";
 
 /** Needs-login marks kept in the shared state file, so every pi session reports them the same way. */
 export class StateLoginMarks implements LoginMarks {

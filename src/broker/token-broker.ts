@@ -1,14 +1,14 @@
-import { KeychainError, type SecretStore } from "../keychain/secret-store.js";
-import { AccountError } from "./account-error.js";
-import { type Clock, systemClock } from "./clock.js";
+import { KeychainError, type SecretStore } from "../keychain/secret-store.ts";
+import { AccountError } from "./account-error.ts";
+import { type Clock, systemClock } from "./clock.ts";
 import {
 	CredentialFormatError,
 	parseCredentials,
 	type StoredCredentials,
 	sameCredentials,
 	serializeCredentials,
-} from "./credentials.js";
-import { type CodeExchange, type TokenEndpoint, TokenEndpointError, type TokenGrant } from "./token-endpoint.js";
+} from "./credentials.ts";
+import { type CodeExchange, type TokenEndpoint, TokenEndpointError, type TokenGrant } from "./token-endpoint.ts";
 
 /** Serialises refreshes of one account across processes (a lock file beside the config). */
 export interface RefreshLock {

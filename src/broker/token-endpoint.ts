@@ -1,5 +1,5 @@
-import { formatSeconds } from "../format-seconds.js";
-import { redactSecrets } from "./redact.js";
+import { formatSeconds } from "../format-seconds.ts";
+import { redactSecrets } from "./redact.ts";
 
 /** Anthropic's OAuth client for Claude Pro/Max, as pi-ai's Anthropic OAuth uses it. */
 export const ANTHROPIC_OAUTH = {

@@ -1,7 +1,7 @@
 import type { ExtensionUIContext } from "@mariozechner/pi-coding-agent";
-import type { AccountError } from "../broker/account-error.js";
-import type { AccountHealth } from "../broker/token-broker.js";
-import type { AnswerReporter } from "../provider/multi-account-stream.js";
+import type { AccountError } from "../broker/account-error.ts";
+import type { AccountHealth } from "../broker/token-broker.ts";
+import type { AnswerReporter } from "../provider/multi-account-stream.ts";
 
 export const STATUS_KEY = "multi-claude-code";
 

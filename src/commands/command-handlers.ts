@@ -1,11 +1,11 @@
 import type { ExtensionCommandContext, ExtensionContext } from "@mariozechner/pi-coding-agent";
-import type { CommandName } from "../manifest.js";
-import { type CommandDeps, type LabelCompletion, labelCompletions, refreshFooter } from "./command-support.js";
-import { fallbackCommand } from "./fallback-command.js";
-import { loginCommand } from "./login-command.js";
-import { removeCommand } from "./remove-command.js";
-import { statusCommand } from "./status-command.js";
-import { cycleAccounts, useCommand } from "./use-command.js";
+import type { CommandName } from "../manifest.ts";
+import { type CommandDeps, type LabelCompletion, labelCompletions, refreshFooter } from "./command-support.ts";
+import { fallbackCommand } from "./fallback-command.ts";
+import { loginCommand } from "./login-command.ts";
+import { removeCommand } from "./remove-command.ts";
+import { statusCommand } from "./status-command.ts";
+import { cycleAccounts, useCommand } from "./use-command.ts";
 
 export interface CommandHandlers {
 	run: Record<CommandName, (args: string, ctx: ExtensionCommandContext) => Promise<void>>;

@@ -1,9 +1,9 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
-import { redactSecrets } from "../broker/redact.js";
-import { printable } from "../config/labels.js";
-import type { Core } from "../core.js";
-import { headlineText } from "../provider/usage.js";
-import type { AccountFooter } from "./account-footer.js";
+import { redactSecrets } from "../broker/redact.ts";
+import { printable } from "../config/labels.ts";
+import type { Core } from "../core.ts";
+import { headlineText } from "../provider/usage.ts";
+import type { AccountFooter } from "./account-footer.ts";
 
 /** The shape pi's argument completion takes (pi-tui's AutocompleteItem). */
 export interface LabelCompletion {

@@ -1,7 +1,7 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
-import type { AccountsConfig } from "../config/schema.js";
-import { MAX_FALLBACK_HOPS } from "../provider/fallback-router.js";
-import { type CommandDeps, reportFailure, splitArgs, unknownLabelText } from "./command-support.js";
+import type { AccountsConfig } from "../config/schema.ts";
+import { MAX_FALLBACK_HOPS } from "../provider/fallback-router.ts";
+import { type CommandDeps, reportFailure, splitArgs, unknownLabelText } from "./command-support.ts";
 
 /**
  * /mcc-fallback                 show every chain

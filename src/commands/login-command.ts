@@ -6,10 +6,10 @@ import {
 	createState,
 	parseAuthorizationInput,
 	startCallbackServer,
-} from "../broker/authorization.js";
-import { ANTHROPIC_OAUTH } from "../broker/token-endpoint.js";
-import { labelProblem } from "../config/labels.js";
-import { type CommandDeps, refreshFooter, reportFailure, splitArgs } from "./command-support.js";
+} from "../broker/authorization.ts";
+import { ANTHROPIC_OAUTH } from "../broker/token-endpoint.ts";
+import { labelProblem } from "../config/labels.ts";
+import { type CommandDeps, refreshFooter, reportFailure, splitArgs } from "./command-support.ts";
 
 /**
  * /mcc-login <label>: Anthropic's authorization-code + PKCE flow. The browser's redirect is caught on

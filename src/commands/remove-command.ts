@@ -1,6 +1,6 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
-import { clearCooldown } from "../provider/cooldowns.js";
-import { type CommandDeps, refreshFooter, reportFailure, splitArgs, unknownLabelText } from "./command-support.js";
+import { clearCooldown } from "../provider/cooldowns.ts";
+import { type CommandDeps, refreshFooter, reportFailure, splitArgs, unknownLabelText } from "./command-support.ts";
 
 /**
  * /mcc-remove <label>: deletes the account's keychain item, then the label (also from other accounts' fallback

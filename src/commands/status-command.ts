@@ -1,11 +1,11 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
-import type { AccountHealth } from "../broker/token-broker.js";
-import type { UsageSnapshot } from "../config/schema.js";
-import { anthropicBaseUrl } from "../manifest.js";
-import { activeCooldowns } from "../provider/cooldowns.js";
-import { formatPercent, recordUsage } from "../provider/usage.js";
-import { fetchOAuthUsage } from "../provider/usage-endpoint.js";
-import { type CommandDeps, reportFailure, splitArgs } from "./command-support.js";
+import type { AccountHealth } from "../broker/token-broker.ts";
+import type { UsageSnapshot } from "../config/schema.ts";
+import { anthropicBaseUrl } from "../manifest.ts";
+import { activeCooldowns } from "../provider/cooldowns.ts";
+import { formatPercent, recordUsage } from "../provider/usage.ts";
+import { fetchOAuthUsage } from "../provider/usage-endpoint.ts";
+import { type CommandDeps, reportFailure, splitArgs } from "./command-support.ts";
 
 const DAY = 24 * 60 * 60 * 1000;
 /** Warn this long before a stated refresh-token expiry, so nobody discovers a dead login mid-task. */

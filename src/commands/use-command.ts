@@ -1,5 +1,5 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
-import { type CommandDeps, reportFailure, splitArgs, unknownLabelText } from "./command-support.js";
+import { type CommandDeps, reportFailure, splitArgs, unknownLabelText } from "./command-support.ts";
 
 /** /mcc-use [label]: switches the active account at once; the next request carries its token. */
 export async function useCommand(deps: CommandDeps, args: string, ctx: ExtensionContext): Promise<void> {

@@ -1,7 +1,7 @@
-import { ConfigError } from "./errors.js";
-import { JsonFileStore } from "./json-file-store.js";
-import { findPlaintextSecrets } from "./plaintext-secrets.js";
-import { type AccountsConfig, configSchema, describeIssues, emptyConfig } from "./schema.js";
+import { ConfigError } from "./errors.ts";
+import { JsonFileStore } from "./json-file-store.ts";
+import { findPlaintextSecrets } from "./plaintext-secrets.ts";
+import { type AccountsConfig, configSchema, describeIssues, emptyConfig } from "./schema.ts";
 
 /** The command that moves plaintext tokens into the keychain (the migration script's package bin). */
 export const MIGRATE_COMMAND = "npx pi-mcc-migrate";

@@ -1,7 +1,7 @@
 import { dirname } from "node:path";
 import lockfile from "proper-lockfile";
-import { ConfigError } from "./errors.js";
-import { ensurePrivateDir } from "./private-file.js";
+import { ConfigError } from "./errors.ts";
+import { ensurePrivateDir } from "./private-file.ts";
 
 /** A lock whose holder stopped refreshing it this long ago is taken over (pi's own auth.json lock uses 10 s). */
 export const DEFAULT_LOCK_STALE_MS = 10_000;

@@ -1,6 +1,6 @@
-import { ConfigError } from "./errors.js";
-import { withFileLock } from "./file-lock.js";
-import { readPrivateFile, statPrivateFile, writePrivateFileAtomic } from "./private-file.js";
+import { ConfigError } from "./errors.ts";
+import { withFileLock } from "./file-lock.ts";
+import { readPrivateFile, statPrivateFile, writePrivateFileAtomic } from "./private-file.ts";
 
 export interface JsonFileStoreOptions<T> {
 	file: string;

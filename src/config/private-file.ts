@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { constants, promises as fs } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { ConfigError } from "./errors.js";
+import { ConfigError } from "./errors.ts";
 
 /** Larger files are refused unread: ours stay far below this, so anything bigger is not one of ours. */
 export const MAX_FILE_BYTES = 1024 * 1024;

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { LABEL_PATTERN } from "./labels.js";
+import { LABEL_PATTERN } from "./labels.ts";
 
 export const CONFIG_VERSION = 1;
 

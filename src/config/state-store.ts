@@ -1,7 +1,7 @@
-import { ConfigError } from "./errors.js";
-import { JsonFileStore } from "./json-file-store.js";
-import { findPlaintextSecrets } from "./plaintext-secrets.js";
-import { describeIssues, emptyState, type SharedState, stateSchema } from "./schema.js";
+import { ConfigError } from "./errors.ts";
+import { JsonFileStore } from "./json-file-store.ts";
+import { findPlaintextSecrets } from "./plaintext-secrets.ts";
+import { describeIssues, emptyState, type SharedState, stateSchema } from "./schema.ts";
 
 export function parseSharedState(raw: unknown, file: string): SharedState {
 	if (findPlaintextSecrets(raw).length > 0) {

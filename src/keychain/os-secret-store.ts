@@ -1,6 +1,6 @@
 import { AsyncEntry } from "@napi-rs/keyring";
-import { formatSeconds } from "../format-seconds.js";
-import { KEYCHAIN_SERVICE, KeychainError, type KeychainErrorKind, type SecretStore } from "./secret-store.js";
+import { formatSeconds } from "../format-seconds.ts";
+import { KEYCHAIN_SERVICE, KeychainError, type KeychainErrorKind, type SecretStore } from "./secret-store.ts";
 
 /** Default bound on one keychain call: long enough for a person to answer a macOS access prompt. */
 export const DEFAULT_KEYCHAIN_TIMEOUT_MS = 20_000;

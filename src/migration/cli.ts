@@ -1,12 +1,12 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { createCore } from "../core.js";
-import { KEYCHAIN_SERVICE } from "../keychain/secret-store.js";
-import { errorText, MigrationError, USAGE_EXIT_CODE } from "./migration-error.js";
-import type { Output } from "./output.js";
-import { piAuthFile } from "./pi-auth.js";
-import { importPiAuth } from "./pi-auth-import.js";
-import { migrateConfigFile } from "./run-migration.js";
+import { createCore } from "../core.ts";
+import { KEYCHAIN_SERVICE } from "../keychain/secret-store.ts";
+import { errorText, MigrationError, USAGE_EXIT_CODE } from "./migration-error.ts";
+import type { Output } from "./output.ts";
+import { piAuthFile } from "./pi-auth.ts";
+import { importPiAuth } from "./pi-auth-import.ts";
+import { migrateConfigFile } from "./run-migration.ts";
 
 export const HELP = `Usage: pi-mcc-migrate [--dry-run] [--replace] [--file PATH]
        pi-mcc-migrate --from-pi-auth LABEL [--dry-run] [--replace] [--file PATH]

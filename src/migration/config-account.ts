@@ -1,9 +1,9 @@
-import { MIGRATE_COMMAND } from "../config/config-store.js";
-import { withFileLock } from "../config/file-lock.js";
-import { writePrivateFileAtomic } from "../config/private-file.js";
-import { type AccountsConfig, emptyConfig } from "../config/schema.js";
-import { type ConfigSnapshot, checkNewConfig, readConfigSnapshot, serializeConfig } from "./config-file.js";
-import { MigrationError } from "./migration-error.js";
+import { MIGRATE_COMMAND } from "../config/config-store.ts";
+import { withFileLock } from "../config/file-lock.ts";
+import { writePrivateFileAtomic } from "../config/private-file.ts";
+import { type AccountsConfig, emptyConfig } from "../config/schema.ts";
+import { type ConfigSnapshot, checkNewConfig, readConfigSnapshot, serializeConfig } from "./config-file.ts";
+import { MigrationError } from "./migration-error.ts";
 
 /** The config as an account can be added to it; an old-format file must be migrated first. */
 export async function readAddableConfig(file: string): Promise<AccountsConfig> {

@@ -1,9 +1,9 @@
-import { parseAccountsConfig } from "../config/config-store.js";
-import { ConfigError } from "../config/errors.js";
-import { findPlaintextSecrets } from "../config/plaintext-secrets.js";
-import { readPrivateFile } from "../config/private-file.js";
-import type { AccountsConfig } from "../config/schema.js";
-import { MigrationError } from "./migration-error.js";
+import { parseAccountsConfig } from "../config/config-store.ts";
+import { ConfigError } from "../config/errors.ts";
+import { findPlaintextSecrets } from "../config/plaintext-secrets.ts";
+import { readPrivateFile } from "../config/private-file.ts";
+import type { AccountsConfig } from "../config/schema.ts";
+import { MigrationError } from "./migration-error.ts";
 
 /** What the accounts config file holds, as far as the migration is concerned. */
 export type ConfigSnapshot =

@@ -1,6 +1,6 @@
-import type { TokenBroker } from "../broker/token-broker.js";
-import { errorText, MigrationError, PartialStoreError } from "./migration-error.js";
-import { type AccountPlan, compareWithKeychain } from "./plan.js";
+import type { TokenBroker } from "../broker/token-broker.ts";
+import { errorText, MigrationError, PartialStoreError } from "./migration-error.ts";
+import { type AccountPlan, compareWithKeychain } from "./plan.ts";
 
 /**
  * Writes the planned items, each read back and compared by the broker, then checks every account once more.

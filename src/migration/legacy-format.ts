@@ -1,10 +1,10 @@
 import { z } from "zod";
-import { CredentialFormatError, type StoredCredentials, serializeCredentials } from "../broker/credentials.js";
-import { labelProblem, printable } from "../config/labels.js";
-import { findPlaintextSecrets } from "../config/plaintext-secrets.js";
-import { type AccountEntry, type AccountsConfig, CONFIG_VERSION, describeIssues } from "../config/schema.js";
-import { checkNewConfig, UNCHANGED } from "./config-file.js";
-import { MigrationError } from "./migration-error.js";
+import { CredentialFormatError, type StoredCredentials, serializeCredentials } from "../broker/credentials.ts";
+import { labelProblem, printable } from "../config/labels.ts";
+import { findPlaintextSecrets } from "../config/plaintext-secrets.ts";
+import { type AccountEntry, type AccountsConfig, CONFIG_VERSION, describeIssues } from "../config/schema.ts";
+import { checkNewConfig, UNCHANGED } from "./config-file.ts";
+import { MigrationError } from "./migration-error.ts";
 
 /**
  * The original extension's file: `{ accounts: [{ label, accessToken, refreshToken, expiresAt, fallbackTo? }],

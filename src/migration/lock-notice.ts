@@ -1,5 +1,5 @@
 import { promises as fs } from "node:fs";
-import type { Output } from "./output.js";
+import type { Output } from "./output.ts";
 
 /**
  * Says so when a lock is already held before waiting for it: a run killed earlier leaves its lock behind, and

@@ -1,15 +1,15 @@
-import type { TokenBroker } from "../broker/token-broker.js";
-import { labelProblem } from "../config/labels.js";
-import { writePrivateFileAtomic } from "../config/private-file.js";
-import { addAccountToConfig, labelClash, readAddableConfig } from "./config-account.js";
-import { removeTopLevelMember } from "./json-members.js";
-import { keychainStatus, storeAccounts } from "./keychain-writes.js";
-import { noticeHeldLock } from "./lock-notice.js";
-import { errorText, MigrationError, PartialStoreError, USAGE_EXIT_CODE } from "./migration-error.js";
-import type { Output } from "./output.js";
-import { pauseAt } from "./pause.js";
-import { PI_ANTHROPIC_KEY, PI_AUTH_LOCK_STALE_MS, readPiAuth, withPiAuthLock } from "./pi-auth.js";
-import { type AccountPlan, conflictExplanation, planAccounts, planLines } from "./plan.js";
+import type { TokenBroker } from "../broker/token-broker.ts";
+import { labelProblem } from "../config/labels.ts";
+import { writePrivateFileAtomic } from "../config/private-file.ts";
+import { addAccountToConfig, labelClash, readAddableConfig } from "./config-account.ts";
+import { removeTopLevelMember } from "./json-members.ts";
+import { keychainStatus, storeAccounts } from "./keychain-writes.ts";
+import { noticeHeldLock } from "./lock-notice.ts";
+import { errorText, MigrationError, PartialStoreError, USAGE_EXIT_CODE } from "./migration-error.ts";
+import type { Output } from "./output.ts";
+import { pauseAt } from "./pause.ts";
+import { PI_ANTHROPIC_KEY, PI_AUTH_LOCK_STALE_MS, readPiAuth, withPiAuthLock } from "./pi-auth.ts";
+import { type AccountPlan, conflictExplanation, planAccounts, planLines } from "./plan.ts";
 
 const KEEP_ADVICE = "import pi's login under another label";
 

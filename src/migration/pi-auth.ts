@@ -1,12 +1,12 @@
 import { promises as fs } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { z } from "zod";
-import type { StoredCredentials } from "../broker/credentials.js";
-import { ConfigError } from "../config/errors.js";
-import { withFileLock } from "../config/file-lock.js";
-import { readPrivateFile } from "../config/private-file.js";
-import { parseJsonQuietly, UNCHANGED } from "./config-file.js";
-import { MigrationError } from "./migration-error.js";
+import type { StoredCredentials } from "../broker/credentials.ts";
+import { ConfigError } from "../config/errors.ts";
+import { withFileLock } from "../config/file-lock.ts";
+import { readPrivateFile } from "../config/private-file.ts";
+import { parseJsonQuietly, UNCHANGED } from "./config-file.ts";
+import { MigrationError } from "./migration-error.ts";
 
 /** pi's provider id for its built-in Anthropic (Claude Pro/Max) login in auth.json. */
 export const PI_ANTHROPIC_KEY = "anthropic";

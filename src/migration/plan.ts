@@ -1,7 +1,7 @@
-import { AccountError } from "../broker/account-error.js";
-import type { StoredCredentials } from "../broker/credentials.js";
-import type { StoredComparison, TokenBroker } from "../broker/token-broker.js";
-import { MigrationError } from "./migration-error.js";
+import { AccountError } from "../broker/account-error.ts";
+import type { StoredCredentials } from "../broker/credentials.ts";
+import type { StoredComparison, TokenBroker } from "../broker/token-broker.ts";
+import { MigrationError } from "./migration-error.ts";
 
 /** What happens to one account's keychain item. */
 export type AccountAction = "create" | "keep" | "replace" | "conflict";

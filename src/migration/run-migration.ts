@@ -1,15 +1,15 @@
-import type { TokenBroker } from "../broker/token-broker.js";
-import { MIGRATE_COMMAND } from "../config/config-store.js";
-import { DEFAULT_LOCK_STALE_MS, withFileLock } from "../config/file-lock.js";
-import { readPrivateFile, writePrivateFileAtomic } from "../config/private-file.js";
-import { type ConfigSnapshot, readConfigSnapshot, serializeConfig, UNCHANGED } from "./config-file.js";
-import { keychainStatus, storeAccounts } from "./keychain-writes.js";
-import { convertLegacyConfig, type LegacyConversion } from "./legacy-format.js";
-import { noticeHeldLock } from "./lock-notice.js";
-import { errorText, MigrationError, PartialStoreError } from "./migration-error.js";
-import type { Output } from "./output.js";
-import { pauseAt } from "./pause.js";
-import { type AccountPlan, conflictExplanation, planAccounts, planLines } from "./plan.js";
+import type { TokenBroker } from "../broker/token-broker.ts";
+import { MIGRATE_COMMAND } from "../config/config-store.ts";
+import { DEFAULT_LOCK_STALE_MS, withFileLock } from "../config/file-lock.ts";
+import { readPrivateFile, writePrivateFileAtomic } from "../config/private-file.ts";
+import { type ConfigSnapshot, readConfigSnapshot, serializeConfig, UNCHANGED } from "./config-file.ts";
+import { keychainStatus, storeAccounts } from "./keychain-writes.ts";
+import { convertLegacyConfig, type LegacyConversion } from "./legacy-format.ts";
+import { noticeHeldLock } from "./lock-notice.ts";
+import { errorText, MigrationError, PartialStoreError } from "./migration-error.ts";
+import type { Output } from "./output.ts";
+import { pauseAt } from "./pause.ts";
+import { type AccountPlan, conflictExplanation, planAccounts, planLines } from "./plan.ts";
 
 const KEEP_ADVICE = "remove that account from the file and run again";
 /** withFileLock's default, which the extension's own config writes use too. */

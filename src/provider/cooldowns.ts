@@ -1,6 +1,6 @@
-import type { JsonFileStore } from "../config/json-file-store.js";
-import type { Cooldown, SharedState } from "../config/schema.js";
-import type { CooldownView } from "./fallback-router.js";
+import type { JsonFileStore } from "../config/json-file-store.ts";
+import type { Cooldown, SharedState } from "../config/schema.ts";
+import type { CooldownView } from "./fallback-router.ts";
 
 /** The cooldowns in force at `now` (expired ones are ignored, and pruned at the next write). */
 export function activeCooldowns(

@@ -1,4 +1,4 @@
-import type { AccountsConfig } from "../config/schema.js";
+import type { AccountsConfig } from "../config/schema.ts";
 
 /** At most this many hops after the origin account. */
 export const MAX_FALLBACK_HOPS = 5;

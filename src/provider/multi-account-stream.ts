@@ -7,17 +7,17 @@ import {
 	type Model,
 	type SimpleStreamOptions,
 } from "@mariozechner/pi-ai";
-import { AccountError } from "../broker/account-error.js";
-import { redactSecrets } from "../broker/redact.js";
-import type { Cooldown, UsageSnapshot } from "../config/schema.js";
-import type { Core } from "../core.js";
-import { anthropicBaseUrl, PROVIDER_ID } from "../manifest.js";
-import { activeCooldowns, applyCooldown } from "./cooldowns.js";
-import { errorAssistantMessage } from "./error-message.js";
-import { classifyFailure, DEFAULT_COOLDOWN_MS } from "./failure-classifier.js";
-import { planAttempts } from "./fallback-router.js";
-import { type CapturedResponse, withResponseCapture } from "./response-capture.js";
-import { applyUsage, headlineText, preemptionUntil, readUsageHeaders } from "./usage.js";
+import { AccountError } from "../broker/account-error.ts";
+import { redactSecrets } from "../broker/redact.ts";
+import type { Cooldown, UsageSnapshot } from "../config/schema.ts";
+import type { Core } from "../core.ts";
+import { anthropicBaseUrl, PROVIDER_ID } from "../manifest.ts";
+import { activeCooldowns, applyCooldown } from "./cooldowns.ts";
+import { errorAssistantMessage } from "./error-message.ts";
+import { classifyFailure, DEFAULT_COOLDOWN_MS } from "./failure-classifier.ts";
+import { planAttempts } from "./fallback-router.ts";
+import { type CapturedResponse, withResponseCapture } from "./response-capture.ts";
+import { applyUsage, headlineText, preemptionUntil, readUsageHeaders } from "./usage.ts";
 
 type StreamFn = (model: Model<Api>, context: Context, options?: SimpleStreamOptions) => AssistantMessageEventStream;
 type AnthropicStreamFn = (

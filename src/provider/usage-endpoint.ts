@@ -1,6 +1,6 @@
-import { redactSecrets } from "../broker/redact.js";
-import type { UsageSnapshot } from "../config/schema.js";
-import { parseResetTime } from "./failure-classifier.js";
+import { redactSecrets } from "../broker/redact.ts";
+import type { UsageSnapshot } from "../config/schema.ts";
+import { parseResetTime } from "./failure-classifier.ts";
 
 /** Window names of Anthropic's OAuth usage endpoint, mapped to the header names (`5h`, `7d`, …). */
 const WINDOW_NAMES: Record<string, string> = {

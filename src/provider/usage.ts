@@ -1,6 +1,6 @@
-import type { JsonFileStore } from "../config/json-file-store.js";
-import type { SharedState, UsageSnapshot, UsageWindow } from "../config/schema.js";
-import { parseResetTime } from "./failure-classifier.js";
+import type { JsonFileStore } from "../config/json-file-store.ts";
+import type { SharedState, UsageSnapshot, UsageWindow } from "../config/schema.ts";
+import { parseResetTime } from "./failure-classifier.ts";
 
 const PREFIX = "anthropic-ratelimit-unified-";
 const UNSAFE_KEYS = new Set(["__proto__", "constructor", "prototype"]);

@@ -4,9 +4,9 @@
  */
 import { promises as fs } from "node:fs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type AccountTokens, setupAccounts } from "../helpers/accounts.js";
-import { ok } from "../helpers/fake-anthropic-api.js";
-import { createE2eWorld, type E2eWorld, keychainLookup, sessionFiles, waitFor } from "../helpers/pi-harness.js";
+import { type AccountTokens, setupAccounts } from "../helpers/accounts.ts";
+import { ok } from "../helpers/fake-anthropic-api.ts";
+import { createE2eWorld, type E2eWorld, keychainLookup, sessionFiles, waitFor } from "../helpers/pi-harness.ts";
 
 let world: E2eWorld;
 

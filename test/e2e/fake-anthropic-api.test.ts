@@ -15,7 +15,7 @@ import {
 	startFakeAnthropicApi,
 	unauthorized,
 	windowless429,
-} from "../helpers/fake-anthropic-api.js";
+} from "../helpers/fake-anthropic-api.ts";
 
 let api: FakeAnthropicApi;
 let model: Model<"anthropic-messages">;

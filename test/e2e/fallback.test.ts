@@ -12,7 +12,7 @@ import {
 	readState,
 	setCooldown,
 	setupAccounts,
-} from "../helpers/accounts.js";
+} from "../helpers/accounts.ts";
 import {
 	type Behaviour,
 	midStreamFailure,
@@ -22,8 +22,8 @@ import {
 	sseErrorBeforeContent,
 	unauthorized,
 	windowless429,
-} from "../helpers/fake-anthropic-api.js";
-import { createE2eWorld, type E2eWorld, type PiSession, sessionFiles } from "../helpers/pi-harness.js";
+} from "../helpers/fake-anthropic-api.ts";
+import { createE2eWorld, type E2eWorld, type PiSession, sessionFiles } from "../helpers/pi-harness.ts";
 
 let world: E2eWorld;
 let accounts: Record<string, AccountTokens>;

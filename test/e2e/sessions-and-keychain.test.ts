@@ -3,8 +3,8 @@
  * (a deleted item revokes the account at once; an expired access token is renewed through the token endpoint).
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { type AccountTokens, clearCooldowns, readState, setCooldown, setupAccounts } from "../helpers/accounts.js";
-import { type Behaviour, ok, rateLimited, unauthorized } from "../helpers/fake-anthropic-api.js";
+import { type AccountTokens, clearCooldowns, readState, setCooldown, setupAccounts } from "../helpers/accounts.ts";
+import { type Behaviour, ok, rateLimited, unauthorized } from "../helpers/fake-anthropic-api.ts";
 import {
 	createE2eWorld,
 	type E2eWorld,
@@ -12,7 +12,7 @@ import {
 	keychainLookup,
 	startPiProcess,
 	waitFor,
-} from "../helpers/pi-harness.js";
+} from "../helpers/pi-harness.ts";
 
 let world: E2eWorld;
 let accounts: Record<string, AccountTokens>;

@@ -5,8 +5,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
-import type { SharedState } from "../../src/config/schema.js";
-import { type Core, createCore } from "../../src/core.js";
+import type { SharedState } from "../../src/config/schema.ts";
+import { type Core, createCore } from "../../src/core.ts";
 
 /** What accounts.ts needs of the fake token endpoint (test/helpers/fake-token-endpoint.ts). */
 export interface TokenMinter {

@@ -1,4 +1,4 @@
-import type { SecretStore } from "../../src/keychain/secret-store.js";
+import type { SecretStore } from "../../src/keychain/secret-store.ts";
 
 export type SecretOperation = "get" | "set" | "delete";
 

@@ -3,7 +3,7 @@ import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { PAUSE_ENV, PAUSE_MARKER } from "../../src/migration/pause.js";
+import { PAUSE_ENV, PAUSE_MARKER } from "../../src/migration/pause.ts";
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { parseCredentials, type StoredCredentials, serializeCredentials } from "../../src/broker/credentials.js";
-import { type StoredComparison, TokenBroker } from "../../src/broker/token-broker.js";
-import { OsSecretStore } from "../../src/keychain/os-secret-store.js";
+import { parseCredentials, type StoredCredentials, serializeCredentials } from "../../src/broker/credentials.ts";
+import { type StoredComparison, TokenBroker } from "../../src/broker/token-broker.ts";
+import { OsSecretStore } from "../../src/keychain/os-secret-store.ts";
 
 /**
  * On Linux the suite must run inside test/run-with-keyring.sh's private gnome-keyring: run directly, it would

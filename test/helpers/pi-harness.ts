@@ -25,12 +25,12 @@ import {
 	SettingsManager,
 	type Theme,
 } from "@mariozechner/pi-coding-agent";
-import { type FakeAnthropicApi, startFakeAnthropicApi } from "./fake-anthropic-api.js";
+import { type FakeAnthropicApi, startFakeAnthropicApi } from "./fake-anthropic-api.ts";
 import {
 	type FakeTokenEndpoint,
 	type FakeTokenEndpointOptions,
 	startFakeTokenEndpoint,
-} from "./fake-token-endpoint.js";
+} from "./fake-token-endpoint.ts";
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 export const EXTENSION_PATH = join(REPO_ROOT, "index.ts");

@@ -9,16 +9,16 @@
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AccountError } from "../../src/broker/account-error.js";
-import { parseCredentials, type StoredCredentials, serializeCredentials } from "../../src/broker/credentials.js";
-import { parseAccountsConfig } from "../../src/config/config-store.js";
-import { DEFAULT_LOCK_STALE_MS } from "../../src/config/file-lock.js";
-import { parseSharedState } from "../../src/config/state-store.js";
-import { type Core, createCore } from "../../src/core.js";
-import { runMigrationCli } from "../../src/migration/cli.js";
-import { Output } from "../../src/migration/output.js";
-import { setupAccounts } from "../helpers/accounts.js";
-import { ok } from "../helpers/fake-anthropic-api.js";
+import { AccountError } from "../../src/broker/account-error.ts";
+import { parseCredentials, type StoredCredentials, serializeCredentials } from "../../src/broker/credentials.ts";
+import { parseAccountsConfig } from "../../src/config/config-store.ts";
+import { DEFAULT_LOCK_STALE_MS } from "../../src/config/file-lock.ts";
+import { parseSharedState } from "../../src/config/state-store.ts";
+import { type Core, createCore } from "../../src/core.ts";
+import { runMigrationCli } from "../../src/migration/cli.ts";
+import { Output } from "../../src/migration/output.ts";
+import { setupAccounts } from "../helpers/accounts.ts";
+import { ok } from "../helpers/fake-anthropic-api.ts";
 import {
 	continueDaemon,
 	type IsolatedKeyring,
@@ -27,9 +27,9 @@ import {
 	secretToolStore,
 	startIsolatedKeyring,
 	stopDaemon,
-} from "../helpers/keyring.js";
-import { legacyAccount, legacyText, tokensOf } from "../helpers/migration-sandbox.js";
-import { keychainLookup } from "../helpers/pi-harness.js";
+} from "../helpers/keyring.ts";
+import { legacyAccount, legacyText, tokensOf } from "../helpers/migration-sandbox.ts";
+import { keychainLookup } from "../helpers/pi-harness.ts";
 import {
 	ageLocks,
 	leftoverLocks,
@@ -37,13 +37,13 @@ import {
 	startBlackHole,
 	startTokenProxy,
 	type TokenProxy,
-} from "./helpers/fault-tools.js";
-import { describeHits, scanText, scanTree } from "./helpers/leak-scan.js";
-import { migrateRunner, removeMigrateBuild } from "./helpers/migration-bin.js";
-import { createPrng, seedFromEnv } from "./helpers/prng.js";
-import { RpcPi } from "./helpers/rpc-pi.js";
-import { Worker, type WorkerLine, warmUpWorkers } from "./helpers/workers.js";
-import { createSecurityWorld, type SecurityWorld, sleep, until } from "./helpers/world.js";
+} from "./helpers/fault-tools.ts";
+import { describeHits, scanText, scanTree } from "./helpers/leak-scan.ts";
+import { migrateRunner, removeMigrateBuild } from "./helpers/migration-bin.ts";
+import { createPrng, seedFromEnv } from "./helpers/prng.ts";
+import { RpcPi } from "./helpers/rpc-pi.ts";
+import { Worker, type WorkerLine, warmUpWorkers } from "./helpers/workers.ts";
+import { createSecurityWorld, type SecurityWorld, sleep, until } from "./helpers/world.ts";
 
 const DAY_MS = 24 * 3_600_000;
 const STALE_S = DEFAULT_LOCK_STALE_MS / 1000;

@@ -17,38 +17,38 @@ import {
 } from "@mariozechner/pi-ai";
 import type { ExtensionCommandContext } from "@mariozechner/pi-coding-agent";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AccountError } from "../../src/broker/account-error.js";
-import { parseCredentials } from "../../src/broker/credentials.js";
-import { TokenBroker } from "../../src/broker/token-broker.js";
-import { HttpTokenEndpoint } from "../../src/broker/token-endpoint.js";
-import { AccountFooter } from "../../src/commands/account-footer.js";
-import type { CommandDeps } from "../../src/commands/command-support.js";
-import { fallbackCommand } from "../../src/commands/fallback-command.js";
-import { loginCommand } from "../../src/commands/login-command.js";
-import { removeCommand } from "../../src/commands/remove-command.js";
-import { statusCommand } from "../../src/commands/status-command.js";
-import { useCommand } from "../../src/commands/use-command.js";
-import { ConfigError } from "../../src/config/errors.js";
-import { labelProblem } from "../../src/config/labels.js";
-import { type Core, createCore } from "../../src/core.js";
-import { OsSecretStore } from "../../src/keychain/os-secret-store.js";
-import { createMultiAccountStream } from "../../src/provider/multi-account-stream.js";
-import { fakeAccessToken, fakeRefreshToken, setupAccounts } from "../helpers/accounts.js";
-import { ok } from "../helpers/fake-anthropic-api.js";
-import { requireSecretService, secretToolSearch } from "../helpers/keyring.js";
-import { MemorySecretStore } from "../helpers/memory-secret-store.js";
-import { createRecordingUi, type RecordingUi, sessionFiles } from "../helpers/pi-harness.js";
+import { AccountError } from "../../src/broker/account-error.ts";
+import { parseCredentials } from "../../src/broker/credentials.ts";
+import { TokenBroker } from "../../src/broker/token-broker.ts";
+import { HttpTokenEndpoint } from "../../src/broker/token-endpoint.ts";
+import { AccountFooter } from "../../src/commands/account-footer.ts";
+import type { CommandDeps } from "../../src/commands/command-support.ts";
+import { fallbackCommand } from "../../src/commands/fallback-command.ts";
+import { loginCommand } from "../../src/commands/login-command.ts";
+import { removeCommand } from "../../src/commands/remove-command.ts";
+import { statusCommand } from "../../src/commands/status-command.ts";
+import { useCommand } from "../../src/commands/use-command.ts";
+import { ConfigError } from "../../src/config/errors.ts";
+import { labelProblem } from "../../src/config/labels.ts";
+import { type Core, createCore } from "../../src/core.ts";
+import { OsSecretStore } from "../../src/keychain/os-secret-store.ts";
+import { createMultiAccountStream } from "../../src/provider/multi-account-stream.ts";
+import { fakeAccessToken, fakeRefreshToken, setupAccounts } from "../helpers/accounts.ts";
+import { ok } from "../helpers/fake-anthropic-api.ts";
+import { requireSecretService, secretToolSearch } from "../helpers/keyring.ts";
+import { MemorySecretStore } from "../helpers/memory-secret-store.ts";
+import { createRecordingUi, type RecordingUi, sessionFiles } from "../helpers/pi-harness.ts";
 import {
 	hostileLabels,
 	randomConfig,
 	randomMessagesAnswer,
 	randomTokenAnswer,
 	type TokenAnswerPlan,
-} from "./helpers/fuzz-inputs.js";
-import { describeHits, listFiles, scanText } from "./helpers/leak-scan.js";
-import { createPrng, seedFromEnv } from "./helpers/prng.js";
-import { type RawServer, SSE_HEADERS, startRawServer, validStream } from "./helpers/raw-servers.js";
-import { createSecurityWorld, type SecurityWorld } from "./helpers/world.js";
+} from "./helpers/fuzz-inputs.ts";
+import { describeHits, listFiles, scanText } from "./helpers/leak-scan.ts";
+import { createPrng, seedFromEnv } from "./helpers/prng.ts";
+import { type RawServer, SSE_HEADERS, startRawServer, validStream } from "./helpers/raw-servers.ts";
+import { createSecurityWorld, type SecurityWorld } from "./helpers/world.ts";
 
 const seed = seedFromEnv();
 const random = createPrng(seed);

@@ -9,9 +9,9 @@
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ok, rateLimited } from "../helpers/fake-anthropic-api.js";
-import { requireSecretService } from "../helpers/keyring.js";
-import { keychainLookup, sessionFiles } from "../helpers/pi-harness.js";
+import { ok, rateLimited } from "../helpers/fake-anthropic-api.ts";
+import { requireSecretService } from "../helpers/keyring.ts";
+import { keychainLookup, sessionFiles } from "../helpers/pi-harness.ts";
 import {
 	describeHits,
 	type Hit,
@@ -20,10 +20,10 @@ import {
 	scanText,
 	scanTree,
 	splitCanary,
-} from "./helpers/leak-scan.js";
-import { migrateRunner, removeMigrateBuild } from "./helpers/migration-bin.js";
-import { lastLoginState, RpcPi } from "./helpers/rpc-pi.js";
-import { createSecurityWorld, type SecurityWorld, sleep } from "./helpers/world.js";
+} from "./helpers/leak-scan.ts";
+import { migrateRunner, removeMigrateBuild } from "./helpers/migration-bin.ts";
+import { lastLoginState, RpcPi } from "./helpers/rpc-pi.ts";
+import { createSecurityWorld, type SecurityWorld, sleep } from "./helpers/world.ts";
 
 let world: SecurityWorld;
 

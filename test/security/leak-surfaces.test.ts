@@ -10,11 +10,11 @@ import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { setupAccounts } from "../helpers/accounts.js";
-import { ok } from "../helpers/fake-anthropic-api.js";
-import { requireSecretService } from "../helpers/keyring.js";
-import type { RunResult } from "../helpers/migration-cli.js";
-import { legacyAccount, legacyText, tokensOf } from "../helpers/migration-sandbox.js";
+import { setupAccounts } from "../helpers/accounts.ts";
+import { ok } from "../helpers/fake-anthropic-api.ts";
+import { requireSecretService } from "../helpers/keyring.ts";
+import type { RunResult } from "../helpers/migration-cli.ts";
+import { legacyAccount, legacyText, tokensOf } from "../helpers/migration-sandbox.ts";
 import {
 	descendants,
 	describeHits,
@@ -27,12 +27,12 @@ import {
 	scanTree,
 	scanWatched,
 	TreeWatcher,
-} from "./helpers/leak-scan.js";
-import { migrateRunner, migrateScript, removeMigrateBuild } from "./helpers/migration-bin.js";
-import { lastLoginState, RpcPi } from "./helpers/rpc-pi.js";
-import { type SyscallTrace, startSyscallTrace, straceAvailable, type TraceReport } from "./helpers/syscall-trace.js";
-import { Worker, warmUpWorkers } from "./helpers/workers.js";
-import { createSecurityWorld, type SecurityWorld, sleep, until } from "./helpers/world.js";
+} from "./helpers/leak-scan.ts";
+import { migrateRunner, migrateScript, removeMigrateBuild } from "./helpers/migration-bin.ts";
+import { lastLoginState, RpcPi } from "./helpers/rpc-pi.ts";
+import { type SyscallTrace, startSyscallTrace, straceAvailable, type TraceReport } from "./helpers/syscall-trace.ts";
+import { Worker, warmUpWorkers } from "./helpers/workers.ts";
+import { createSecurityWorld, type SecurityWorld, sleep, until } from "./helpers/world.ts";
 
 let world: SecurityWorld;
 /** The system's temp directory (the world's TMPDIR replaces it for this process and every child). */

@@ -11,15 +11,15 @@
  */
 import { promises as fs } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseAccountsConfig } from "../../src/config/config-store.js";
-import { parseSharedState } from "../../src/config/state-store.js";
-import { setupAccounts } from "../helpers/accounts.js";
-import { requireSecretService } from "../helpers/keyring.js";
-import { startTokenProxy, type TokenProxy } from "./helpers/fault-tools.js";
-import { describeHits, scanText } from "./helpers/leak-scan.js";
-import { type RawAnswer, type RawServer, SSE_HEADERS, startRawServer, validStream } from "./helpers/raw-servers.js";
-import { Worker, type WorkerLine, warmUpWorkers } from "./helpers/workers.js";
-import { createSecurityWorld, type SecurityWorld } from "./helpers/world.js";
+import { parseAccountsConfig } from "../../src/config/config-store.ts";
+import { parseSharedState } from "../../src/config/state-store.ts";
+import { setupAccounts } from "../helpers/accounts.ts";
+import { requireSecretService } from "../helpers/keyring.ts";
+import { startTokenProxy, type TokenProxy } from "./helpers/fault-tools.ts";
+import { describeHits, scanText } from "./helpers/leak-scan.ts";
+import { type RawAnswer, type RawServer, SSE_HEADERS, startRawServer, validStream } from "./helpers/raw-servers.ts";
+import { Worker, type WorkerLine, warmUpWorkers } from "./helpers/workers.ts";
+import { createSecurityWorld, type SecurityWorld } from "./helpers/world.ts";
 
 /** `npm run soak` (PI_MCC_SOAK=1): 8 processes for 5 minutes; either can be set on its own. */
 const SOAK = process.env.PI_MCC_SOAK === "1";

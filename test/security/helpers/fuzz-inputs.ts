@@ -3,8 +3,8 @@
  * config files, account labels, token endpoint answers and Messages API streams. Secrets handed in are planted
  * into the inputs, so a test can check that no error message ever repeats them.
  */
-import type { Prng } from "./prng.js";
-import { type RawAnswer, type RawRequest, SSE_HEADERS, sseEvent, validStream } from "./raw-servers.js";
+import type { Prng } from "./prng.ts";
+import { type RawAnswer, type RawRequest, SSE_HEADERS, sseEvent, validStream } from "./raw-servers.ts";
 
 export interface ConfigInput {
 	kind: string;

@@ -8,7 +8,7 @@ import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import lockfile from "proper-lockfile";
-import { buildMigrate, Migrate, ROOT } from "../../helpers/migration-cli.js";
+import { buildMigrate, Migrate, ROOT } from "../../helpers/migration-cli.ts";
 
 let built: Promise<{ script: string; remove: () => Promise<void> }> | undefined;
 

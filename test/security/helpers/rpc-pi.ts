@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import type { AssistantMessage } from "@mariozechner/pi-ai";
-import { waitForExit } from "../../helpers/keyring.js";
+import { waitForExit } from "../../helpers/keyring.ts";
 import {
 	DEFAULT_MODEL_ID,
 	EXTENSION_PATH,
@@ -15,7 +15,7 @@ import {
 	PROVIDER,
 	REPO_ROOT,
 	type TestEnv,
-} from "../../helpers/pi-harness.js";
+} from "../../helpers/pi-harness.ts";
 
 export interface UiRequest {
 	id: string;

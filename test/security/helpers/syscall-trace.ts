@@ -10,8 +10,8 @@
 import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { runCommand } from "../../helpers/keyring.js";
-import { type Hit, scanText } from "./leak-scan.js";
+import { runCommand } from "../../helpers/keyring.ts";
+import { type Hit, scanText } from "./leak-scan.ts";
 
 const WRITE_CALLS = "trace=write,pwrite64,writev,pwritev,pwritev2";
 

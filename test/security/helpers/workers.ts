@@ -5,7 +5,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { REPO_ROOT, waitForExit } from "../../helpers/keyring.js";
+import { REPO_ROOT, waitForExit } from "../../helpers/keyring.ts";
 
 export const WORKER_FILE = join(REPO_ROOT, "test", "security", "fixtures", "security-worker.ts");
 const BOOT = [

@@ -6,8 +6,8 @@
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
-import type { FakeTokenEndpointOptions } from "../../helpers/fake-token-endpoint.js";
-import { createE2eWorld, type E2eWorld } from "../../helpers/pi-harness.js";
+import type { FakeTokenEndpointOptions } from "../../helpers/fake-token-endpoint.ts";
+import { createE2eWorld, type E2eWorld } from "../../helpers/pi-harness.ts";
 
 export interface SecurityWorld extends E2eWorld {
 	/** The private temp directory (TMPDIR of every child process). */
