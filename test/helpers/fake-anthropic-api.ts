@@ -21,7 +21,7 @@ interface BehaviourBase {
 }
 
 export type Behaviour =
-	| (BehaviourBase & { kind: "ok"; text: string; chunks?: string[] })
+	| (BehaviourBase & { kind: "ok"; text: string; chunks?: string[]; headers?: Record<string, string> })
 	| (BehaviourBase & {
 			kind: "httpError";
 			status: number;
@@ -78,8 +78,12 @@ export interface FakeAnthropicApi {
 
 // ---- behaviours -------------------------------------------------------------------------------------------
 
-export function ok(text: string, options: { chunks?: string[]; delayMs?: number } = {}): Behaviour {
-	return { kind: "ok", text, chunks: options.chunks, delayMs: options.delayMs };
+/** A streamed answer; `headers` are added to the response head (e.g. unified rate-limit figures). */
+export function ok(
+	text: string,
+	options: { chunks?: string[]; delayMs?: number; headers?: Record<string, string> } = {},
+): Behaviour {
+	return { kind: "ok", text, chunks: options.chunks, delayMs: options.delayMs, headers: options.headers };
 }
 
 export interface RateLimitOptions {
@@ -259,7 +263,7 @@ export async function startFakeAnthropicApi(): Promise<FakeAnthropicApi> {
 		const model = record.model ?? "claude-sonnet-4-5";
 		switch (behaviour.kind) {
 			case "ok":
-				await streamText(res, model, behaviour.chunks ?? splitText(behaviour.text));
+				await streamText(res, model, behaviour.chunks ?? splitText(behaviour.text), behaviour.headers);
 				return;
 			case "httpError":
 				sendJsonError(res, behaviour.status, behaviour.errorType, behaviour.message, behaviour.headers);
@@ -380,13 +384,14 @@ function sendJsonError(
 	res.end(body);
 }
 
-function startStream(res: ServerResponse): void {
+function startStream(res: ServerResponse, headers: Record<string, string> = {}): void {
 	res.writeHead(200, {
 		"content-type": "text/event-stream; charset=utf-8",
 		"cache-control": "no-cache",
 		connection: "keep-alive",
 		"request-id": requestId(),
 		"anthropic-ratelimit-unified-status": "allowed",
+		...headers,
 	});
 	res.flushHeaders();
 }
@@ -411,8 +416,13 @@ function messageStart(model: string): Record<string, unknown> {
 	};
 }
 
-async function streamText(res: ServerResponse, model: string, chunks: string[]): Promise<void> {
-	startStream(res);
+async function streamText(
+	res: ServerResponse,
+	model: string,
+	chunks: string[],
+	headers?: Record<string, string>,
+): Promise<void> {
+	startStream(res, headers);
 	writeEvent(res, "message_start", messageStart(model));
 	writeEvent(res, "content_block_start", {
 		type: "content_block_start",
