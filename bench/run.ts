@@ -83,7 +83,7 @@ async function render(): Promise<number> {
 async function main(): Promise<number> {
 	if (process.argv.slice(2).join(" ") === "--render") return render();
 	const options = parseArgs(process.argv.slice(2));
-	if (process.platform === "linux" && process.env.PI_MCC_INSIDE_BENCH_KEYRING !== "1") {
+	if (process.platform === "linux" && process.env.PI_MCC_INSIDE_TEST_KEYRING !== "1") {
 		throw new Error(
 			"run the benchmark with `npm run bench` (bench/run-with-keyring.sh): it needs its private keyring",
 		);

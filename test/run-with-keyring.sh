@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Runs the test suite inside a private, throwaway D-Bus session with its own gnome-keyring, so tests use a
 # real Secret Service and never touch the developer's own keychain. Fails loudly when none can be started.
+# PI_MCC_KEYRING_COMMAND runs another command there instead of vitest (the benchmark does).
 set -euo pipefail
+
+run() {
+	if [ -n "${PI_MCC_KEYRING_COMMAND:-}" ]; then
+		# shellcheck disable=SC2086
+		exec $PI_MCC_KEYRING_COMMAND "$@"
+	fi
+	exec npx vitest run "$@"
+}
 
 if [ "${PI_MCC_INSIDE_TEST_KEYRING:-}" != "1" ]; then
 	if [ "$(uname -s)" != "Linux" ]; then
 		# macOS / Windows: the tests use the login keychain / Credential Manager with a throwaway service name.
-		exec npx vitest run "$@"
+		run "$@"
 	fi
 	for tool in dbus-run-session gnome-keyring-daemon secret-tool; do
 		if ! command -v "$tool" >/dev/null 2>&1; then
-			echo "test keyring: '$tool' is missing. On Debian/Ubuntu: sudo apt-get install dbus gnome-keyring libsecret-tools" >&2
+			echo "private keyring: '$tool' is missing. On Debian/Ubuntu: sudo apt-get install dbus gnome-keyring libsecret-tools" >&2
 			exit 1
 		fi
 	done
@@ -37,9 +46,9 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 if [ "$ready" != "1" ]; then
-	echo "test keyring: gnome-keyring did not take org.freedesktop.secrets within 10 s. Its log:" >&2
+	echo "private keyring: gnome-keyring did not take org.freedesktop.secrets within 10 s. Its log:" >&2
 	cat "$PI_MCC_TEST_KEYRING_DIR/daemon.log" >&2 || true
 	exit 1
 fi
 export PI_MCC_REQUIRE_KEYRING=1
-exec npx vitest run "$@"
+run "$@"

@@ -17,8 +17,8 @@ import {
 	type ExtensionUIContext,
 	SessionManager,
 	SettingsManager,
-	type Theme,
 } from "@mariozechner/pi-coding-agent";
+import { createRecordingUi } from "../../test/helpers/pi-harness.ts";
 import { startMarks, stopMarks } from "./fetch-timing.ts";
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -126,41 +126,7 @@ export async function createBenchSession(options: SessionOptions): Promise<Bench
 	};
 }
 
-/** An ExtensionUIContext that shows nothing (the recording UI of the tests, minus the recording). */
+/** An ExtensionUIContext for the benchmark: the tests' recording UI (recording a footer text costs nothing). */
 export function silentUi(): ExtensionUIContext {
-	const theme = new Proxy({} as Theme, {
-		get: (_target, property) => (property === "then" ? undefined : (...args: unknown[]) => String(args.at(-1) ?? "")),
-	});
-	return {
-		select: async () => undefined,
-		confirm: async () => false,
-		input: async () => undefined,
-		editor: async () => undefined,
-		notify: () => {},
-		onTerminalInput: () => () => {},
-		setStatus: () => {},
-		setWorkingMessage: () => {},
-		setWorkingVisible: () => {},
-		setWorkingIndicator: () => {},
-		setHiddenThinkingLabel: () => {},
-		setWidget: () => {},
-		setFooter: () => {},
-		setHeader: () => {},
-		setTitle: () => {},
-		custom: async () => undefined as never,
-		pasteToEditor: () => {},
-		setEditorText: () => {},
-		getEditorText: () => "",
-		addAutocompleteProvider: () => {},
-		setEditorComponent: () => {},
-		getEditorComponent: () => undefined,
-		get theme() {
-			return theme;
-		},
-		getAllThemes: () => [],
-		getTheme: () => undefined,
-		setTheme: () => ({ success: false, error: "no UI in the benchmark" }),
-		getToolsExpanded: () => false,
-		setToolsExpanded: () => {},
-	};
+	return createRecordingUi().context;
 }

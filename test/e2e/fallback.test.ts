@@ -4,15 +4,9 @@
  * so the recorded requests show exactly which accounts were asked.
  */
 import { promises as fs } from "node:fs";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import {
-	type AccountSpec,
-	type AccountTokens,
-	clearCooldowns,
-	readState,
-	setCooldown,
-	setupAccounts,
-} from "../helpers/accounts.ts";
+import { describe, expect, it } from "vitest";
+import { type AccountSpec, type AccountTokens, readState, setCooldown, setupAccounts } from "../helpers/accounts.ts";
+import { useE2eWorld } from "../helpers/e2e-world.ts";
 import {
 	type Behaviour,
 	midStreamFailure,
@@ -23,27 +17,10 @@ import {
 	unauthorized,
 	windowless429,
 } from "../helpers/fake-anthropic-api.ts";
-import { createE2eWorld, type E2eWorld, type PiSession, sessionFiles } from "../helpers/pi-harness.ts";
+import { type PiSession, sessionFiles } from "../helpers/pi-harness.ts";
 
-let world: E2eWorld;
+const world = useE2eWorld();
 let accounts: Record<string, AccountTokens>;
-
-beforeAll(async () => {
-	world = await createE2eWorld();
-});
-
-beforeEach(async () => {
-	await clearCooldowns();
-	world.api.clearRequests();
-});
-
-afterEach(async () => {
-	await world.disposeSessions();
-});
-
-afterAll(async () => {
-	await world?.close();
-});
 
 /** enterprise → [personal, side]; personal → [side] unless told otherwise; side has no list. */
 async function setup(
@@ -55,17 +32,17 @@ async function setup(
 		{ label: "personal", fallbackTo: options.personalFallback ?? ["side"] },
 		{ label: "side" },
 	];
-	accounts = await setupAccounts({ accounts: specs, active: options.active ?? "enterprise", tokens: world.tokens });
+	accounts = await setupAccounts({ accounts: specs, active: options.active ?? "enterprise", tokens: world().tokens });
 	for (const [label, pair] of Object.entries(accounts)) {
-		world.api.script(pair.access, behaviours[label] ?? ok(`answer from ${label}`));
+		world().api.script(pair.access, behaviours[label] ?? ok(`answer from ${label}`));
 	}
-	return world.start();
+	return world().start();
 }
 
 /** The labels of the accounts the fake API was asked by, in order. */
 function asked(): string[] {
 	const byToken = new Map(Object.entries(accounts).map(([label, pair]) => [pair.access, label]));
-	return world.api.requests.map((request) => byToken.get(request.token ?? "") ?? `unknown:${request.token}`);
+	return world().api.requests.map((request) => byToken.get(request.token ?? "") ?? `unknown:${request.token}`);
 }
 
 describe("directional fallback on rate limits", () => {
@@ -158,11 +135,11 @@ describe("directional fallback on rate limits", () => {
 		accounts = await setupAccounts({
 			accounts: labels.map((label, index) => ({ label, fallbackTo: index === 0 ? labels.slice(1) : [] })),
 			active: "a0",
-			tokens: world.tokens,
+			tokens: world().tokens,
 		});
-		for (const pair of Object.values(accounts)) world.api.script(pair.access, rateLimited());
-		world.api.script(accounts.a7?.access ?? "", ok("answer from a7"));
-		const pi = await world.start();
+		for (const pair of Object.values(accounts)) world().api.script(pair.access, rateLimited());
+		world().api.script(accounts.a7?.access ?? "", ok("answer from a7"));
+		const pi = await world().start();
 		const result = await pi.prompt("hello");
 		expect(result.stopReason).toBe("error");
 		expect(asked()).toEqual(["a0", "a1", "a2", "a3", "a4", "a5"]);
@@ -215,7 +192,7 @@ describe("cooldowns", () => {
 		expect(state.cooldowns.enterprise?.until).toBe(reset * 1000);
 		expect(state.cooldowns.enterprise?.reason).toBe("rate_limit");
 		expect(state.cooldowns.personal).toBeUndefined();
-		const stateText = await fs.readFile(world.env.stateFile, "utf8");
+		const stateText = await fs.readFile(world().env.stateFile, "utf8");
 		for (const pair of Object.values(accounts)) expect(stateText).not.toContain(pair.access);
 	});
 
@@ -269,12 +246,12 @@ describe("error texts", () => {
 	it("removes a token that Anthropic's error body echoes before pi shows or stores the error", async () => {
 		const pi = await setup({});
 		const token = accounts.enterprise?.access ?? "";
-		world.api.script(token, unauthorized({ message: `Invalid bearer token: ${token}` }));
+		world().api.script(token, unauthorized({ message: `Invalid bearer token: ${token}` }));
 		const result = await pi.prompt("hello");
 		expect(result.stopReason).toBe("error");
 		expect(result.errorMessage).toBeDefined();
 		expect(result.errorMessage).not.toContain(token);
-		for (const file of await sessionFiles(world.env)) {
+		for (const file of await sessionFiles(world().env)) {
 			expect(await fs.readFile(file, "utf8")).not.toContain(token);
 		}
 	});

@@ -3,12 +3,13 @@
  * figures in the shared state file, the footer and /mcc-status; cooldowns end at the reset the server gave; and the
  * opt-in early fallback moves a nearly exhausted account's requests along its own list.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { type AccountTokens, clearCooldowns, readState, setupAccounts } from "../helpers/accounts.ts";
+import { describe, expect, it } from "vitest";
+import { type AccountTokens, readState, setupAccounts } from "../helpers/accounts.ts";
+import { useE2eWorld } from "../helpers/e2e-world.ts";
 import { type Behaviour, ok, rateLimited } from "../helpers/fake-anthropic-api.ts";
-import { createE2eWorld, type E2eWorld, type PiSession, waitFor } from "../helpers/pi-harness.ts";
+import { type PiSession, waitFor } from "../helpers/pi-harness.ts";
 
-let world: E2eWorld;
+const world = useE2eWorld();
 let accounts: Record<string, AccountTokens>;
 
 const inSeconds = (s: number): string => String(Math.floor(Date.now() / 1000) + s);
@@ -24,38 +25,21 @@ function usageHeaders(fiveHour: string, sevenDay: string): Record<string, string
 	};
 }
 
-beforeAll(async () => {
-	world = await createE2eWorld();
-});
-
-beforeEach(async () => {
-	await clearCooldowns();
-	world.api.clearRequests();
-});
-
-afterEach(async () => {
-	await world.disposeSessions();
-});
-
-afterAll(async () => {
-	await world?.close();
-});
-
 async function setup(behaviours: Record<string, Behaviour>): Promise<PiSession> {
 	accounts = await setupAccounts({
 		accounts: [{ label: "work", fallbackTo: ["personal"] }, { label: "personal" }],
 		active: "work",
-		tokens: world.tokens,
+		tokens: world().tokens,
 	});
 	for (const [label, pair] of Object.entries(accounts)) {
-		world.api.script(pair.access, behaviours[label] ?? ok(`answer from ${label}`));
+		world().api.script(pair.access, behaviours[label] ?? ok(`answer from ${label}`));
 	}
-	return world.start();
+	return world().start();
 }
 
 function asked(): string[] {
 	const byToken = new Map(Object.entries(accounts).map(([label, pair]) => [pair.access, label]));
-	return world.api.requests.map((request) => byToken.get(request.token ?? "") ?? "unknown");
+	return world().api.requests.map((request) => byToken.get(request.token ?? "") ?? "unknown");
 }
 
 describe("rate-limit figures from response headers", () => {
@@ -123,7 +107,7 @@ describe("early fallback (opt-in per source account)", () => {
 	it("is off by default: a nearly exhausted account still answers", async () => {
 		const pi = await setup({ work: ok("answer from work", { headers: usageHeaders("0.97", "0.5") }) });
 		await pi.prompt("first");
-		world.api.clearRequests();
+		world().api.clearRequests();
 		const result = await pi.prompt("second");
 		expect(result.text).toBe("answer from work");
 		expect(asked()).toEqual(["work"]);
@@ -134,7 +118,7 @@ describe("early fallback (opt-in per source account)", () => {
 		await pi.runCommand("/mcc-fallback work --early 95");
 		expect(pi.ui.notifications.at(-1)?.type).toBe("info");
 		await pi.prompt("first");
-		world.api.clearRequests();
+		world().api.clearRequests();
 		const result = await pi.prompt("second");
 		expect(result.text).toBe("answer from personal");
 		expect(asked()).toEqual(["personal"]);
