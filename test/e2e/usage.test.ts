@@ -37,6 +37,14 @@ async function setup(behaviours: Record<string, Behaviour>): Promise<PiSession> 
 	return world().start();
 }
 
+/** The figures saved for "work" since `since`: saved beside the stream, not before its end, so wait, don't race. */
+function usageSavedSince(since: number) {
+	return waitFor(async () => {
+		const saved = (await readState()).usage.work;
+		return saved && saved.at >= since ? saved : undefined;
+	}, "the usage figures in the state file");
+}
+
 function asked(): string[] {
 	const byToken = new Map(Object.entries(accounts).map(([label, pair]) => [pair.access, label]));
 	return world().api.requests.map((request) => byToken.get(request.token ?? "") ?? "unknown");
@@ -48,11 +56,7 @@ describe("rate-limit figures from response headers", () => {
 		const before = Date.now();
 		const result = await pi.prompt("hello");
 		expect(result.text).toBe("answer from work");
-		// Saved beside the stream, not before its end: wait for the write rather than race it.
-		const usage = await waitFor(async () => {
-			const saved = (await readState()).usage.work;
-			return saved && saved.at >= before ? saved : undefined;
-		}, "the usage figures in the state file");
+		const usage = await usageSavedSince(before);
 		expect(usage?.windows["5h"]?.utilization).toBe(0.42);
 		expect(usage?.windows["7d"]?.utilization).toBe(0.9);
 		expect(usage?.representativeClaim).toBe("five_hour");
@@ -84,10 +88,7 @@ describe("rate-limit figures from response headers", () => {
 		const before = Date.now();
 		const result = await pi.prompt("hello");
 		expect(result.text).toBe("answer from work");
-		const usage = await waitFor(async () => {
-			const saved = (await readState()).usage.work;
-			return saved && saved.at >= before ? saved : undefined;
-		}, "the usage figures in the state file");
+		const usage = await usageSavedSince(before);
 		expect(usage.windows).toEqual({ "7d": { utilization: 0.25 } });
 		expect(usage.resetsAt).toBeUndefined();
 	});
