@@ -27,8 +27,8 @@ export interface ExtensionRuntime extends CommandHandlers {
 export function createExtensionRuntime(env: NodeJS.ProcessEnv = process.env): ExtensionRuntime {
 	const core = createCore(env);
 	const footer = new AccountFooter();
-	const deps = { loadCore: () => Promise.resolve(core), footer };
-	const streamDeps = { loadCore: deps.loadCore, delegate: streamSimpleAnthropic, reporter: footer };
+	const deps = { core, footer };
+	const streamDeps = { core, delegate: streamSimpleAnthropic, reporter: footer };
 	return {
 		...createCommandHandlers(deps),
 		stream: (model, context, options, out) => streamInto(streamDeps, model, context, options, out),

@@ -3,7 +3,7 @@
  * of imports, so registering it costs pi next to nothing; everything behind it loads on first use.
  */
 export const PROVIDER_ID = "multi-claude-code";
-export const DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com";
+const DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com";
 
 /**
  * pi requires an apiKey and reads it as an environment variable name first (a leading "!" runs a command).

@@ -12,7 +12,8 @@ export interface LabelCompletion {
 }
 
 export interface CommandDeps {
-	loadCore: () => Promise<Core>;
+	/** Built by the lazily loaded runtime, so commands never wait for it. */
+	core: Core;
 	footer: AccountFooter;
 }
 
@@ -31,8 +32,7 @@ export function splitArgs(args: string): string[] {
 export function labelCompletions(deps: CommandDeps): (prefix: string) => Promise<LabelCompletion[] | null> {
 	return async (prefix) => {
 		try {
-			const core = await deps.loadCore();
-			const config = await core.config.read();
+			const config = await deps.core.config.read();
 			const words = prefix.split(/\s+/);
 			const last = words.pop() ?? "";
 			const head = words.length > 0 ? `${words.join(" ")} ` : "";
@@ -48,7 +48,7 @@ export function labelCompletions(deps: CommandDeps): (prefix: string) => Promise
 
 /** Refreshes the footer from the config and the active account's keychain state. */
 export async function refreshFooter(deps: CommandDeps): Promise<void> {
-	const core = await deps.loadCore();
+	const { core } = deps;
 	const config = await core.config.read();
 	const active = config.activeLabel ?? config.accounts[0]?.label;
 	const usage = active

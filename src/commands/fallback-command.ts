@@ -13,7 +13,7 @@ import { type CommandDeps, reportFailure, splitArgs, unknownLabelText } from "./
 export async function fallbackCommand(deps: CommandDeps, args: string, ctx: ExtensionContext): Promise<void> {
 	const [source, ...targets] = splitArgs(args);
 	try {
-		const core = await deps.loadCore();
+		const { core } = deps;
 		if (!source) {
 			ctx.ui.notify(describeChains(await core.config.read()), "info");
 			return;
@@ -57,7 +57,7 @@ async function setEarlyFallback(
 		ctx.ui.notify("Usage: /mcc-fallback <source> --early <50–100 percent | off>", "warning");
 		return;
 	}
-	const core = await deps.loadCore();
+	const { core } = deps;
 	const refusal = await core.config.update((config) => {
 		const account = config.accounts.find((entry) => entry.label === source);
 		if (!account)

@@ -30,7 +30,7 @@ export async function loginCommand(deps: CommandDeps, args: string, ctx: Extensi
 	let callback: CallbackServer | undefined;
 	const abortPrompt = new AbortController();
 	try {
-		const core = await deps.loadCore();
+		const { core } = deps;
 		// Fail before the browser dance when the config cannot take the account.
 		await core.config.read();
 		const pkce = createPkce();

@@ -13,7 +13,7 @@ export async function removeCommand(deps: CommandDeps, args: string, ctx: Extens
 		return;
 	}
 	try {
-		const core = await deps.loadCore();
+		const { core } = deps;
 		const config = await core.config.read();
 		const labels = config.accounts.map((account) => account.label);
 		if (!labels.includes(label)) {

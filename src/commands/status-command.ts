@@ -22,7 +22,7 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 		return;
 	}
 	try {
-		const core = await deps.loadCore();
+		const { core } = deps;
 		const config = await core.config.read();
 		const now = Date.now();
 		const problems: string[] = [];

@@ -35,7 +35,7 @@ async function knownAccounts(
 	deps: CommandDeps,
 	ctx: ExtensionContext,
 ): Promise<{ labels: string[]; active: string } | undefined> {
-	const config = await (await deps.loadCore()).config.read();
+	const config = await deps.core.config.read();
 	const labels = config.accounts.map((account) => account.label);
 	if (labels.length === 0) {
 		ctx.ui.notify("No Claude account yet. Add one with /mcc-login <label>.", "warning");
@@ -45,7 +45,7 @@ async function knownAccounts(
 }
 
 async function switchTo(deps: CommandDeps, ctx: ExtensionContext, label: string): Promise<void> {
-	const core = await deps.loadCore();
+	const { core } = deps;
 	const known = await core.config.update((config) => {
 		const labels = config.accounts.map((account) => account.label);
 		if (!labels.includes(label)) return { result: labels };

@@ -98,7 +98,7 @@ export async function ensurePrivateDir(dir: string): Promise<void> {
 	await fs.mkdir(dir, { recursive: true, mode: 0o700 });
 }
 
-export function isErrno(error: unknown, code: string): boolean {
+function isErrno(error: unknown, code: string): boolean {
 	return typeof error === "object" && error !== null && (error as { code?: unknown }).code === code;
 }
 

@@ -3,7 +3,7 @@ import { formatSeconds } from "../format-seconds.ts";
 import { KEYCHAIN_SERVICE, KeychainError, type KeychainErrorKind, type SecretStore } from "./secret-store.ts";
 
 /** Default bound on one keychain call: long enough for a person to answer a macOS access prompt. */
-export const DEFAULT_KEYCHAIN_TIMEOUT_MS = 20_000;
+const DEFAULT_KEYCHAIN_TIMEOUT_MS = 20_000;
 
 export interface OsSecretStoreOptions {
 	service?: string;
@@ -94,7 +94,7 @@ function keychainTimeoutFromEnv(): number | undefined {
 	return Number.isFinite(value) && value > 0 ? value : undefined;
 }
 
-export function backendName(platform: NodeJS.Platform): string {
+function backendName(platform: NodeJS.Platform): string {
 	if (platform === "darwin") return "macOS Keychain";
 	if (platform === "win32") return "Windows Credential Manager";
 	return "Secret Service keychain";
@@ -134,7 +134,7 @@ const WSL_FIX =
 	'(see "Keychain troubleshooting" in the README). Tokens are never stored in a file instead.';
 
 /** Maps the library's untyped errors to one typed error with the fix for this platform. */
-export function describeKeyringFailure(
+function describeKeyringFailure(
 	error: unknown,
 	operation: string,
 	label: string,
@@ -152,7 +152,7 @@ export function describeKeyringFailure(
 	);
 }
 
-export function classifyKeyringMessage(message: string): KeychainErrorKind {
+function classifyKeyringMessage(message: string): KeychainErrorKind {
 	const text = message.toLowerCase();
 	if (/did not receive a reply|timed out|timeout/.test(text)) return "timeout";
 	if (/unlock prompt|locked|interaction is not allowed|user interaction/.test(text)) return "locked";

@@ -3,13 +3,13 @@ import type { Cooldown, SharedState } from "../config/schema.ts";
 import type { CooldownView } from "./fallback-router.ts";
 
 /** The cooldowns in force at `now` (expired ones are ignored, and pruned at the next write). */
-export function activeCooldowns(
-	state: Pick<SharedState, "cooldowns">,
-	now: number,
-): CooldownView & { entries: [string, Cooldown][] } {
-	const entries = Object.entries(state.cooldowns).filter(([, cooldown]) => cooldown.until > now);
-	const byLabel = new Map(entries);
-	return { entries, until: (label) => byLabel.get(label)?.until };
+export function activeCooldowns(state: Pick<SharedState, "cooldowns">, now: number): CooldownView {
+	return {
+		until: (label) => {
+			const until = state.cooldowns[label]?.until;
+			return until !== undefined && until > now ? until : undefined;
+		},
+	};
 }
 
 /** Puts an account on cooldown in `state` (a longer cooldown already there wins) and prunes expired ones. */

@@ -35,7 +35,7 @@ export interface AnswerReporter {
 }
 
 export interface MultiAccountStreamDeps {
-	loadCore: () => Promise<Core>;
+	core: Core;
 	/** pi-ai's Anthropic streaming (`streamSimpleAnthropic`). */
 	delegate: AnthropicStreamFn;
 	reporter: AnswerReporter;
@@ -83,17 +83,7 @@ async function runWithFallback(
 	now: () => number,
 	baseUrl: string,
 ): Promise<void> {
-	let core: Core;
-	try {
-		core = await deps.loadCore();
-	} catch (error) {
-		const detail = error instanceof Error ? error.message : String(error);
-		return failStream(
-			out,
-			model,
-			`${PROVIDER_ID}: the keychain layer could not be loaded (${redactSecrets(detail)}).`,
-		);
-	}
+	const { core } = deps;
 	let origin: string;
 	let attempts: string[];
 	let originToken: Promise<string>;

@@ -81,7 +81,7 @@ beforeAll(async () => {
 	world = await createSecurityWorld();
 	core = createCore(process.env);
 	const footer = new AccountFooter();
-	deps = { loadCore: async () => core, footer };
+	deps = { core, footer };
 	ui = createRecordingUi();
 	footer.attach(ui.context);
 	ctx = { ui: ui.context } as unknown as ExtensionCommandContext;
@@ -119,7 +119,7 @@ function model(): Model<Api> {
 /** One request through the real provider stream function; every event, bounded in time. */
 async function providerRequest(baseUrl: string | undefined, withinMs = 5_000): Promise<AssistantMessageEvent[]> {
 	const stream = createMultiAccountStream({
-		loadCore: async () => core,
+		core,
 		delegate: streamSimpleAnthropic,
 		reporter: deps.footer,
 		...(baseUrl ? { baseUrl: () => baseUrl } : {}),
