@@ -96,7 +96,16 @@ export type UsageSnapshot = z.infer<typeof usageSchema>;
 export type UsageWindow = z.infer<typeof usageWindowSchema>;
 
 export function emptyState(): SharedState {
-	return { version: 1, cooldowns: {}, needsLogin: {}, usage: {} };
+	return withLabelMaps({ version: 1, cooldowns: {}, needsLogin: {}, usage: {} });
+}
+
+/**
+ * The state's per-label records without a prototype: a label may legally be "constructor" or "toString", and a
+ * lookup like `needsLogin[label]` must not find Object.prototype's member (that marked "toString" as logged out).
+ */
+export function withLabelMaps(state: SharedState): SharedState {
+	const bare = <T>(record: Record<string, T>): Record<string, T> => Object.assign(Object.create(null), record);
+	return { ...state, cooldowns: bare(state.cooldowns), needsLogin: bare(state.needsLogin), usage: bare(state.usage) };
 }
 
 /** "accounts[2].fallbackTo[0]: unknown account "x"" — the first few problems, each with its field. */

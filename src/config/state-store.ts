@@ -1,7 +1,7 @@
 import { ConfigError } from "./errors.ts";
 import { JsonFileStore } from "./json-file-store.ts";
 import { findPlaintextSecrets } from "./plaintext-secrets.ts";
-import { describeIssues, emptyState, type SharedState, stateSchema } from "./schema.ts";
+import { describeIssues, emptyState, type SharedState, stateSchema, withLabelMaps } from "./schema.ts";
 
 export function parseSharedState(raw: unknown, file: string): SharedState {
 	if (findPlaintextSecrets(raw).length > 0) {
@@ -16,7 +16,7 @@ export function parseSharedState(raw: unknown, file: string): SharedState {
 				"cooldowns and needs-login marks: delete it to reset them.",
 		);
 	}
-	return result.data;
+	return withLabelMaps(result.data);
 }
 
 export function createStateStore(file: string): JsonFileStore<SharedState> {
