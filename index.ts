@@ -1,39 +1,57 @@
 /**
  * pi-multi-claude-code: several Claude Pro/Max accounts in pi, tokens only in the OS keychain, directional
- * fallback on rate limits. This file only wires names to handlers; the handlers load on first use
- * (src/runtime-loader.ts), so pi's start-up pays for this file and the model list only. See README.md.
+ * fallback on rate limits. This file only wires names to handlers; the handlers load on first use, so pi's
+ * start-up pays for this file and the model list only. Every handler runs guarded: nothing it does can take pi
+ * down. See README.md.
  *
  *   pi -e ./index.ts          (or: pi install npm:pi-multi-claude-code)
  */
 import { createAssistantMessageEventStream } from "@mariozechner/pi-ai";
 import type { ExtensionAPI } from "@mariozechner/pi-coding-agent";
-import { API_KEY_PLACEHOLDER, anthropicBaseUrl, COMMANDS, CYCLE_SHORTCUT, PROVIDER_ID } from "./src/manifest.ts";
-import { errorAssistantMessage } from "./src/provider/error-message.ts";
+import { failStream, guarded } from "./src/host.ts";
+import { API_KEY_PLACEHOLDER, COMMANDS, CYCLE_SHORTCUT, PROVIDER_ID } from "./src/manifest.ts";
 import { mirroredAnthropicModels } from "./src/provider/models.ts";
-import { loadRuntime } from "./src/runtime-loader.ts";
+import type { Runtime } from "./src/runtime.ts";
+import { readSettings, settingsKey } from "./src/settings.ts";
+import { errorText } from "./src/text.ts";
 
-function loadFailure(error: unknown): string {
-	const detail = error instanceof Error ? error.message : String(error);
-	return `${PROVIDER_ID}: the extension could not load its keychain layer (${detail}). Reinstall it (npm install).`;
+const runtimes = new Map<string, Promise<Runtime>>();
+
+/**
+ * The runtime, loaded on first use: the extension's one dynamic import, on purpose. pi loads extensions through
+ * jiti on every start, and every module in index.ts's static graph costs start-up time (the whole graph, keyring
+ * and zod included, cost pi ~470 ms). One runtime per settings, so tests that switch agent dirs get their own.
+ */
+function loadRuntime(): Promise<Runtime> {
+	const key = settingsKey();
+	let pending = runtimes.get(key);
+	if (!pending) {
+		const settings = readSettings();
+		pending = import("./src/runtime.ts").then((module) => module.createRuntime(settings));
+		// A failed load (e.g. the keyring's native module is missing) is not cached: the next use tries again.
+		pending.catch(() => runtimes.delete(key));
+		runtimes.set(key, pending);
+	}
+	return pending.catch((error: unknown) => {
+		throw new Error(
+			`the extension could not load its keychain layer (${errorText(error)}). Reinstall it (npm install).`,
+		);
+	});
 }
 
 export default function multiClaudeCode(pi: ExtensionAPI): void {
 	pi.registerProvider(PROVIDER_ID, {
 		name: "Claude (multi-account)",
-		baseUrl: anthropicBaseUrl(),
+		baseUrl: readSettings().anthropicBaseUrl,
 		apiKey: API_KEY_PLACEHOLDER,
 		// Its own api id: registering "anthropic-messages" would replace pi's built-in Anthropic streaming for everyone.
 		api: PROVIDER_ID,
 		models: mirroredAnthropicModels(),
 		streamSimple: (model, context, options) => {
 			const out = createAssistantMessageEventStream();
-			loadRuntime().then(
-				(runtime) => runtime.stream(model, context, options, out),
-				(error: unknown) => {
-					out.push({ type: "error", reason: "error", error: errorAssistantMessage(model, loadFailure(error)) });
-					out.end();
-				},
-			);
+			loadRuntime()
+				.then((runtime) => runtime.stream(model, context, options, out))
+				.catch((error: unknown) => failStream(out, model, `${PROVIDER_ID}: ${errorText(error)}`));
 			return out;
 		},
 	});
@@ -43,32 +61,20 @@ export default function multiClaudeCode(pi: ExtensionAPI): void {
 			...(command.completesLabels
 				? {
 						getArgumentCompletions: (prefix: string) =>
-							loadRuntime().then(
-								(runtime) => runtime.completeLabels(prefix),
-								() => null,
-							),
+							loadRuntime()
+								.then((runtime) => runtime.completeLabels(prefix))
+								.catch(() => null),
 					}
 				: {}),
-			handler: (args, ctx) =>
-				loadRuntime().then(
-					(runtime) => runtime.run[command.name](args, ctx),
-					(error: unknown) => ctx.ui.notify(loadFailure(error), "error"),
-				),
+			handler: (args, ctx) => guarded(ctx, async () => (await loadRuntime()).run[command.name](args, ctx)),
 		});
 	}
 	pi.registerShortcut(CYCLE_SHORTCUT, {
 		description: "Cycle Claude accounts (multi-claude-code)",
-		handler: (ctx) =>
-			loadRuntime().then(
-				(runtime) => runtime.cycle(ctx),
-				(error: unknown) => ctx.ui.notify(loadFailure(error), "error"),
-			),
+		handler: (ctx) => guarded(ctx, async () => (await loadRuntime()).cycle(ctx)),
 	});
 	pi.on("session_start", (_event, ctx) => {
 		// Not awaited: the footer fills in once the runtime has loaded in the background; pi's start goes on.
-		loadRuntime().then(
-			(runtime) => runtime.sessionStarted(ctx),
-			() => {},
-		);
+		void guarded(ctx, async () => (await loadRuntime()).sessionStarted(ctx));
 	});
 }

@@ -4,8 +4,8 @@
  * dist/scripts/migrate.js, so plain Node runs it without a TypeScript loader, also in an `--omit=dev` install.
  */
 import { runMigrationCli } from "../src/migration/cli.ts";
-import { errorText } from "../src/migration/migration-error.ts";
 import { Output } from "../src/migration/output.ts";
+import { errorText } from "../src/text.ts";
 
 const out = new Output();
 runMigrationCli(process.argv.slice(2), process.env, out).then(

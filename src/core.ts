@@ -1,21 +1,19 @@
 /**
- * The secret-keeping layer, built once per process from the environment: keychain, config and state files,
- * token broker. Loaded on first use through `runtime-loader.ts` (never at pi start-up), because importing
- * `@napi-rs/keyring` and `zod` costs pi about 55 ms of start-up.
+ * The secret-keeping layer, built from the settings: keychain, config and state files, token broker. Loaded on
+ * first use (never at pi start-up: importing `@napi-rs/keyring` and `zod` costs pi about 55 ms of start-up), and
+ * by the migration script.
  */
 import open from "open";
-import { FileRefreshLock } from "./broker/file-refresh-lock.ts";
-import { StateLoginMarks } from "./broker/state-login-marks.ts";
-import { DEFAULT_REFRESH_MARGIN_MS, TokenBroker } from "./broker/token-broker.ts";
-import { HttpTokenEndpoint } from "./broker/token-endpoint.ts";
-import { createConfigStore } from "./config/config-store.ts";
-import type { JsonFileStore } from "./config/json-file-store.ts";
-import { type ExtensionPaths, resolvePaths } from "./config/paths.ts";
+import { FileRefreshLock, StateLoginMarks } from "./broker/account-files.ts";
+import { TokenBroker } from "./broker/token-broker.ts";
 import type { AccountsConfig, SharedState } from "./config/schema.ts";
-import { createStateStore } from "./config/state-store.ts";
+import { createConfigStore, createStateStore, type JsonFileStore } from "./config/stores.ts";
 import { OsSecretStore } from "./keychain/os-secret-store.ts";
+import { HttpTokenEndpoint } from "./oauth/token-endpoint.ts";
+import { type ExtensionPaths, readSettings, type Settings } from "./settings.ts";
 
 export interface Core {
+	settings: Settings;
 	paths: ExtensionPaths;
 	config: JsonFileStore<AccountsConfig>;
 	state: JsonFileStore<SharedState>;
@@ -24,22 +22,25 @@ export interface Core {
 	openBrowser(url: string): Promise<void>;
 }
 
-export function createCore(env: NodeJS.ProcessEnv = process.env): Core {
-	const paths = resolvePaths(env);
+export function createCore(settings: Settings = readSettings()): Core {
+	const { paths } = settings;
 	const config = createConfigStore(paths.configFile);
 	const state = createStateStore(paths.stateFile);
-	const margin = Number(env.PI_MCC_REFRESH_MARGIN_MS);
 	const broker = new TokenBroker({
-		secrets: new OsSecretStore({ service: env.PI_MCC_KEYCHAIN_SERVICE || undefined }),
-		endpoint: new HttpTokenEndpoint({ url: env.PI_MCC_TOKEN_URL || undefined }),
+		secrets: new OsSecretStore({
+			service: settings.keychainService,
+			timeoutMs: settings.keychainTimeoutMs,
+			wsl: settings.wsl,
+		}),
+		endpoint: new HttpTokenEndpoint({ url: settings.tokenUrl, timeoutMs: settings.tokenTimeoutMs }),
 		lock: new FileRefreshLock(paths.lockDir),
 		marks: new StateLoginMarks(state),
-		refreshMarginMs: Number.isFinite(margin) && env.PI_MCC_REFRESH_MARGIN_MS ? margin : DEFAULT_REFRESH_MARGIN_MS,
+		refreshMarginMs: settings.refreshMarginMs,
 	});
 	const openBrowser = async (url: string): Promise<void> => {
-		if (env.PI_MCC_NO_BROWSER === "1") return;
+		if (!settings.openBrowser) return;
 		const child = await open(url);
 		child.on("error", () => {});
 	};
-	return { paths, config, state, broker, openBrowser };
+	return { settings, paths, config, state, broker, openBrowser };
 }

@@ -3,7 +3,6 @@
  * of imports, so registering it costs pi next to nothing; everything behind it loads on first use.
  */
 export const PROVIDER_ID = "multi-claude-code";
-const DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com";
 
 /**
  * pi requires an apiKey and reads it as an environment variable name first (a leading "!" runs a command).
@@ -38,7 +37,3 @@ export const COMMANDS: ReadonlyArray<{ name: CommandName; description: string; c
 		completesLabels: true,
 	},
 ];
-
-export function anthropicBaseUrl(env: NodeJS.ProcessEnv = process.env): string {
-	return env.PI_MCC_ANTHROPIC_BASE_URL || DEFAULT_ANTHROPIC_BASE_URL;
-}

@@ -1,20 +1,20 @@
 import { beforeEach, describe, expect, it } from "vitest";
-import { AccountError } from "../src/broker/account-error.ts";
-import type { Clock } from "../src/broker/clock.ts";
 import { type StoredCredentials, serializeCredentials } from "../src/broker/credentials.ts";
 import {
-	DEFAULT_REFRESH_MARGIN_MS,
+	AccountError,
+	type Clock,
 	type LoginMarks,
 	type RefreshLock,
 	TokenBroker,
 } from "../src/broker/token-broker.ts";
+import { KeychainError } from "../src/keychain/secret-store.ts";
 import {
 	type CodeExchange,
 	type TokenEndpoint,
 	TokenEndpointError,
 	type TokenGrant,
-} from "../src/broker/token-endpoint.ts";
-import { KeychainError } from "../src/keychain/secret-store.ts";
+} from "../src/oauth/token-endpoint.ts";
+import { DEFAULT_REFRESH_MARGIN_MS } from "../src/settings.ts";
 import { newAccessToken, newRefreshToken } from "./helpers/fake-token-endpoint.ts";
 import { MemorySecretStore } from "./helpers/memory-secret-store.ts";
 

@@ -2,12 +2,11 @@ import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createConfigStore, MIGRATE_COMMAND } from "../src/config/config-store.ts";
-import { ConfigError } from "../src/config/errors.ts";
-import { labelProblem, printable } from "../src/config/labels.ts";
-import { MAX_FILE_BYTES } from "../src/config/private-file.ts";
 import type { AccountsConfig } from "../src/config/schema.ts";
-import { createStateStore } from "../src/config/state-store.ts";
+import { labelProblem } from "../src/config/schema.ts";
+import { ConfigError, createConfigStore, createStateStore, MIGRATE_COMMAND } from "../src/config/stores.ts";
+import { MAX_FILE_BYTES } from "../src/fs/private-file.ts";
+import { printable } from "../src/text.ts";
 import { REPO_ROOT, runCommand } from "./helpers/keyring.ts";
 
 let dir: string;
@@ -396,7 +395,7 @@ describe("concurrent updates from several processes", () => {
 				timeoutMs: 60_000,
 				env: {
 					...process.env,
-					PI_MCC_CONFIG_MODULE: join(REPO_ROOT, "src", "config", "config-store.ts"),
+					PI_MCC_CONFIG_MODULE: join(REPO_ROOT, "src", "config", "stores.ts"),
 					PI_MCC_CONFIG_FILE: file,
 					PI_MCC_UPDATER_PREFIX: prefix,
 					PI_MCC_UPDATER_COUNT: String(count),

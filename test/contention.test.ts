@@ -7,6 +7,7 @@ import { createInterface } from "node:readline";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Core } from "../src/core.ts";
 import { createCore } from "../src/core.ts";
+import { readSettings } from "../src/settings.ts";
 import {
 	type FakeTokenEndpoint,
 	newAccessToken,
@@ -125,7 +126,7 @@ beforeEach(async () => {
 		label: `shared-${randomBytes(3).toString("hex")}`,
 		fake,
 		env,
-		core: createCore(env),
+		core: createCore(readSettings(env)),
 		workers: [],
 	};
 }, 90_000);

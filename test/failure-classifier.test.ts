@@ -1,10 +1,6 @@
 import { describe, expect, test } from "vitest";
-import {
-	classifyFailure,
-	DEFAULT_COOLDOWN_MS,
-	parseResetTime,
-	parseRetryAfter,
-} from "../src/provider/failure-classifier.ts";
+import { classifyFailure, DEFAULT_COOLDOWN_MS } from "../src/provider/fallback-policy.ts";
+import { parseResetTime, parseRetryAfter } from "../src/provider/usage.ts";
 
 const now = Date.parse("2026-11-24T12:00:00Z");
 const body429 =

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 import type { AccountsConfig } from "../src/config/schema.ts";
-import { type CooldownView, MAX_FALLBACK_HOPS, planAttempts } from "../src/provider/fallback-router.ts";
+import { type CooldownView, MAX_FALLBACK_HOPS, planAttempts } from "../src/provider/fallback-policy.ts";
 
 function config(chains: Record<string, string[]>): AccountsConfig {
 	return {

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import lockfile from "proper-lockfile";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
 import type { StoredCredentials } from "../src/broker/credentials.ts";
-import { parseAccountsConfig } from "../src/config/config-store.ts";
+import { parseAccountsConfig } from "../src/config/stores.ts";
 import { runMigrationCli } from "../src/migration/cli.ts";
 import { removeTopLevelMember } from "../src/migration/json-members.ts";
 import { convertLegacyConfig } from "../src/migration/legacy-format.ts";

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
-import { parseAuthorizationInput } from "../src/broker/authorization.ts";
-import { redactSecrets } from "../src/broker/redact.ts";
+import { parseAuthorizationInput } from "../src/oauth/authorization.ts";
+import { redactSecrets } from "../src/redact.ts";
 
 describe("redaction", () => {
 	test("Anthropic token shapes are removed wherever they appear", () => {

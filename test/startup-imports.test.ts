@@ -54,10 +54,12 @@ describe("pi start-up cost", () => {
 		const relative = [...files].map((file) => file.slice(root.length + 1)).sort();
 		expect(relative).toEqual([
 			"index.ts",
+			"src/host.ts",
 			"src/manifest.ts",
-			"src/provider/error-message.ts",
 			"src/provider/models.ts",
-			"src/runtime-loader.ts",
+			"src/redact.ts",
+			"src/settings.ts",
+			"src/text.ts",
 		]);
 	});
 

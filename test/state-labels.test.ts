@@ -2,9 +2,9 @@ import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { StateLoginMarks } from "../src/broker/state-login-marks.ts";
-import { createStateStore } from "../src/config/state-store.ts";
-import { activeCooldowns } from "../src/provider/cooldowns.ts";
+import { StateLoginMarks } from "../src/broker/account-files.ts";
+import { createStateStore } from "../src/config/stores.ts";
+import { activeCooldowns } from "../src/provider/fallback-policy.ts";
 import { preemptionUntil } from "../src/provider/usage.ts";
 
 let dir: string;

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type AccountsConfig, emptyState } from "../../src/config/schema.ts";
 import { type Core, createCore } from "../../src/core.ts";
+import { readSettings } from "../../src/settings.ts";
 
 export interface BenchEnv {
 	root: string;
@@ -71,7 +72,7 @@ export async function createBenchEnv(options: BenchEnvOptions): Promise<BenchEnv
 		if (value === undefined) delete process.env[name];
 		else process.env[name] = value;
 	}
-	const core = createCore(process.env);
+	const core = createCore(readSettings(process.env));
 	const labels = new Set<string>();
 	const configFile = core.paths.configFile;
 	const stateFile = core.paths.stateFile;

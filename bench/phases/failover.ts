@@ -6,7 +6,7 @@
  * cooldown to the state file (under its lock), reading the second account's token, and reporting the hop.
  */
 import { type Context, type Model, streamSimpleAnthropic } from "@mariozechner/pi-ai";
-import { startCooldown } from "../../src/provider/cooldowns.ts";
+import { startCooldown } from "../../src/provider/fallback-policy.ts";
 import { ok, rateLimited } from "../../test/helpers/fake-anthropic-api.ts";
 import { newAccessToken, newRefreshToken } from "../../test/helpers/fake-token-endpoint.ts";
 import type { BenchContext } from "../lib/context.ts";

@@ -16,13 +16,18 @@ import { median, round, type Summary, shuffled, summarize } from "../lib/stats.t
 export const PI_CLI = join(REPO_ROOT, "node_modules", "@mariozechner", "pi-coding-agent", "dist", "cli.js");
 const EMPTY_EXTENSION = join(REPO_ROOT, "bench", "fixtures", "empty-extension.ts");
 /**
- * What the extension under test loads on first use: its runtime loader (src/runtime-loader.ts, loadRuntime), or,
- * in versions without one, its core (src/core.ts, createCore).
+ * What the extension under test loads on first use: its runtime (src/runtime.ts, createRuntime), or, in versions
+ * before it, its runtime loader (src/runtime-loader.ts, loadRuntime).
  */
 const EXTENSION_SRC = join(dirname(EXTENSION_PATH), "src");
-const LAZY_LOAD = existsSync(join(EXTENSION_SRC, "runtime-loader.ts"))
-	? { module: join(EXTENSION_SRC, "runtime-loader.ts"), call: "await module.loadRuntime(process.env);" }
-	: { module: join(EXTENSION_SRC, "core.ts"), call: "module.createCore(process.env);" };
+const LAZY_LOAD = existsSync(join(EXTENSION_SRC, "runtime.ts"))
+	? {
+			module: join(EXTENSION_SRC, "runtime.ts"),
+			call:
+				`const settings = await jiti.import(${JSON.stringify(join(EXTENSION_SRC, "settings.ts"))}); ` +
+				"module.createRuntime(settings.readSettings(process.env));",
+		}
+	: { module: join(EXTENSION_SRC, "runtime-loader.ts"), call: "await module.loadRuntime(process.env);" };
 export const LAZY_LOAD_NAME = LAZY_LOAD.module.slice(dirname(EXTENSION_PATH).length + 1);
 const PI_DIST = join(REPO_ROOT, "node_modules", "@mariozechner", "pi-coding-agent", "dist");
 const PI_LOADER = join(PI_DIST, "core", "extensions", "loader.js");

@@ -7,10 +7,11 @@
 import { createHash } from "node:crypto";
 import { createInterface } from "node:readline";
 import { createCore } from "../../src/core.ts";
+import { readSettings } from "../../src/settings.ts";
 
 const label = process.env.PI_MCC_BENCH_LABEL;
 if (!label) throw new Error("PI_MCC_BENCH_LABEL is not set");
-const core = createCore(process.env);
+const core = createCore(readSettings(process.env));
 
 function send(message: Record<string, unknown>): void {
 	process.stdout.write(`${JSON.stringify({ pid: process.pid, ...message })}\n`);

@@ -1,3 +1,5 @@
+import { isWellFormedToken } from "../oauth/token-endpoint.ts";
+
 /** What one keychain item holds: the account's token pair and the access token's expiry. */
 export interface StoredCredentials {
 	access: string;
@@ -43,10 +45,10 @@ export function parseCredentials(secret: string): StoredCredentials {
 	if (raw === null || typeof raw !== "object") throw new CredentialFormatError("its secret is not a JSON object");
 	const { v, access, refresh, expires, refreshExpires } = raw as Record<string, unknown>;
 	if (v !== 1) throw new CredentialFormatError("its secret has an unknown format version");
-	if (typeof access !== "string" || access.length < 8 || /\s/.test(access)) {
+	if (!isWellFormedToken(access)) {
 		throw new CredentialFormatError("its access token is missing or malformed");
 	}
-	if (typeof refresh !== "string" || refresh.length < 8 || /\s/.test(refresh)) {
+	if (!isWellFormedToken(refresh)) {
 		throw new CredentialFormatError("its refresh token is missing or malformed");
 	}
 	if (typeof expires !== "number" || !Number.isFinite(expires)) {

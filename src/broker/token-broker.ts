@@ -1,6 +1,12 @@
+/**
+ * The token broker: the only code that reads, refreshes or writes tokens, with the boundaries it needs (a secret
+ * store, a token endpoint, a refresh lock, needs-login marks, a clock), each an interface so a test swaps only
+ * what it must.
+ */
 import { KeychainError, type SecretStore } from "../keychain/secret-store.ts";
-import { AccountError } from "./account-error.ts";
-import { type Clock, systemClock } from "./clock.ts";
+import { type CodeExchange, type TokenEndpoint, TokenEndpointError, type TokenGrant } from "../oauth/token-endpoint.ts";
+import { DEFAULT_REFRESH_MARGIN_MS } from "../settings.ts";
+import { errorText } from "../text.ts";
 import {
 	CredentialFormatError,
 	parseCredentials,
@@ -8,7 +14,30 @@ import {
 	sameCredentials,
 	serializeCredentials,
 } from "./credentials.ts";
-import { type CodeExchange, type TokenEndpoint, TokenEndpointError, type TokenGrant } from "./token-endpoint.ts";
+
+export type AccountErrorKind = "revoked" | "needs_login" | "unusable" | "keychain" | "refresh_failed" | "busy";
+
+/**
+ * Why one account cannot be used right now. The message names the account and the command that fixes it,
+ * and never contains a token.
+ */
+export class AccountError extends Error {
+	override readonly name = "AccountError";
+	constructor(
+		readonly label: string,
+		readonly kind: AccountErrorKind,
+		message: string,
+	) {
+		super(message);
+	}
+}
+
+/** Time as the broker sees it; a test swaps it to make tokens expire without waiting. */
+export interface Clock {
+	now(): number;
+}
+
+export const systemClock: Clock = { now: () => Date.now() };
 
 /** Serialises refreshes of one account across processes (a lock file beside the config). */
 export interface RefreshLock {
@@ -47,8 +76,6 @@ export interface TokenBrokerOptions {
 	/** Refresh when the access token expires within this margin. */
 	refreshMarginMs?: number;
 }
-
-export const DEFAULT_REFRESH_MARGIN_MS = 5 * 60 * 1000;
 
 /**
  * The only code that reads, refreshes or writes tokens. Every call reads the keychain afresh, so an item
@@ -167,7 +194,7 @@ export class TokenBroker {
 					error.kind === "revoked" ? "revoked" : error.kind === "unusable" ? "unusable" : "keychain_error";
 				return { label, status, detail: error.message };
 			}
-			return { label, status: "keychain_error", detail: error instanceof Error ? error.message : String(error) };
+			return { label, status: "keychain_error", detail: errorText(error) };
 		}
 	}
 

@@ -1,6 +1,5 @@
 import type { ExtensionUIContext } from "@mariozechner/pi-coding-agent";
-import type { AccountError } from "../broker/account-error.ts";
-import type { AccountHealth } from "../broker/token-broker.ts";
+import type { AccountError, AccountHealth } from "../broker/token-broker.ts";
 import type { AnswerReporter } from "../provider/multi-account-stream.ts";
 
 export const STATUS_KEY = "multi-claude-code";
@@ -42,7 +41,12 @@ export class AccountFooter implements AnswerReporter {
 	}
 
 	private set(text: string): void {
-		this.ui?.setStatus(STATUS_KEY, text);
+		try {
+			this.ui?.setStatus(STATUS_KEY, text);
+		} catch {
+			// The session this footer belonged to was replaced or reloaded: its footer is gone with it.
+			this.ui = undefined;
+		}
 	}
 }
 

@@ -1,8 +1,9 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
-import { redactSecrets } from "../broker/redact.ts";
-import { printable } from "../config/labels.ts";
+import { defaultAccount } from "../config/schema.ts";
 import type { Core } from "../core.ts";
 import { headlineText } from "../provider/usage.ts";
+import { redactSecrets } from "../redact.ts";
+import { errorText, printable } from "../text.ts";
 import type { AccountFooter } from "./account-footer.ts";
 
 /** The shape pi's argument completion takes (pi-tui's AutocompleteItem). */
@@ -19,7 +20,7 @@ export interface CommandDeps {
 
 /** Every command failure ends here: a notification that says what to do, never a throw into pi, never a token. */
 export function reportFailure(ctx: ExtensionContext, error: unknown): void {
-	const message = error instanceof Error ? error.message : String(error);
+	const message = errorText(error);
 	ctx.ui.notify(redactSecrets(message), "error");
 }
 
@@ -50,7 +51,7 @@ export function labelCompletions(deps: CommandDeps): (prefix: string) => Promise
 export async function refreshFooter(deps: CommandDeps): Promise<void> {
 	const { core } = deps;
 	const config = await core.config.read();
-	const active = config.activeLabel ?? config.accounts[0]?.label;
+	const active = defaultAccount(config);
 	const usage = active
 		? await core.state.read().then(
 				(state) => state.usage[active],

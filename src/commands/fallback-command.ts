@@ -1,6 +1,6 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
 import type { AccountsConfig } from "../config/schema.ts";
-import { MAX_FALLBACK_HOPS } from "../provider/fallback-router.ts";
+import { MAX_FALLBACK_HOPS } from "../provider/fallback-policy.ts";
 import { type CommandDeps, reportFailure, splitArgs, unknownLabelText } from "./command-support.ts";
 
 /**

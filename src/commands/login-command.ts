@@ -1,4 +1,5 @@
 import type { ExtensionCommandContext } from "@mariozechner/pi-coding-agent";
+import { labelProblem } from "../config/schema.ts";
 import {
 	buildAuthorizeUrl,
 	type CallbackServer,
@@ -6,9 +7,8 @@ import {
 	createState,
 	parseAuthorizationInput,
 	startCallbackServer,
-} from "../broker/authorization.ts";
-import { ANTHROPIC_OAUTH } from "../broker/token-endpoint.ts";
-import { labelProblem } from "../config/labels.ts";
+} from "../oauth/authorization.ts";
+import { ANTHROPIC_OAUTH } from "../oauth/token-endpoint.ts";
 import { type CommandDeps, refreshFooter, reportFailure, splitArgs } from "./command-support.ts";
 
 /**

@@ -1,5 +1,5 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
-import { clearCooldown } from "../provider/cooldowns.ts";
+import { clearCooldown } from "../provider/fallback-policy.ts";
 import { type CommandDeps, refreshFooter, reportFailure, splitArgs, unknownLabelText } from "./command-support.ts";
 
 /**

@@ -1,10 +1,9 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
 import type { AccountHealth } from "../broker/token-broker.ts";
-import type { UsageSnapshot } from "../config/schema.ts";
-import { anthropicBaseUrl } from "../manifest.ts";
-import { activeCooldowns } from "../provider/cooldowns.ts";
-import { formatPercent, recordUsage } from "../provider/usage.ts";
-import { fetchOAuthUsage } from "../provider/usage-endpoint.ts";
+import { defaultAccount, type UsageSnapshot } from "../config/schema.ts";
+import { activeCooldowns } from "../provider/fallback-policy.ts";
+import { fetchOAuthUsage, formatPercent, recordUsage } from "../provider/usage.ts";
+import { errorText, formatDuration } from "../text.ts";
 import { type CommandDeps, reportFailure, splitArgs } from "./command-support.ts";
 
 const DAY = 24 * 60 * 60 * 1000;
@@ -30,20 +29,22 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 			for (const account of config.accounts) {
 				try {
 					const token = await core.broker.getAccessToken(account.label);
-					await recordUsage(core.state, account.label, await fetchOAuthUsage(anthropicBaseUrl(), token, now));
-				} catch (error) {
-					problems.push(
-						`${account.label}: usage not refreshed (${error instanceof Error ? error.message : String(error)})`,
+					await recordUsage(
+						core.state,
+						account.label,
+						await fetchOAuthUsage(core.settings.anthropicBaseUrl, token, now),
 					);
+				} catch (error) {
+					problems.push(`${account.label}: usage not refreshed (${errorText(error)})`);
 				}
 			}
 		}
 		const state = await core.state.read().catch((error: unknown) => {
-			problems.push(`cooldowns and usage unknown: ${error instanceof Error ? error.message : String(error)}`);
+			problems.push(`cooldowns and usage unknown: ${errorText(error)}`);
 			return undefined;
 		});
 		const cooldowns = activeCooldowns(state ?? { cooldowns: {} }, now);
-		const active = config.activeLabel ?? config.accounts[0]?.label;
+		const active = defaultAccount(config);
 		const lines = [`Claude accounts (secrets in the ${core.broker.backend}; config ${core.paths.configFile}):`];
 		if (config.accounts.length === 0) lines.push("  none yet: add one with /mcc-login <label>");
 		let broken = false;
@@ -52,7 +53,7 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 			const health = await core.broker.describe(account.label);
 			const parts = [healthText(health, now)];
 			const until = cooldowns.until(account.label);
-			if (until !== undefined) parts.push(`cooling down ${duration(until - now)} more`);
+			if (until !== undefined) parts.push(`cooling down ${formatDuration(until - now)} more`);
 			const usage = usageText(state?.usage[account.label], now);
 			if (usage) parts.push(usage);
 			parts.push(account.fallbackTo.length > 0 ? `falls back to ${account.fallbackTo.join(" → ")}` : "no fallback");
@@ -71,7 +72,7 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 			}
 			if (health.refreshExpiresAt !== undefined && health.refreshExpiresAt - now < REFRESH_WARNING_MS) {
 				lines.push(
-					`    Its login ends in ${duration(health.refreshExpiresAt - now)}: run /mcc-login ${account.label} before then.`,
+					`    Its login ends in ${formatDuration(health.refreshExpiresAt - now)}: run /mcc-login ${account.label} before then.`,
 				);
 				broken = true;
 			}
@@ -86,7 +87,7 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 function healthText(health: AccountHealth, now: number): string {
 	switch (health.status) {
 		case "ok":
-			return `ready, access token valid ${duration((health.expiresAt ?? now) - now)} more`;
+			return `ready, access token valid ${formatDuration((health.expiresAt ?? now) - now)} more`;
 		case "expired":
 			return "access token expired (renewed on the next request)";
 		case "revoked":
@@ -106,20 +107,13 @@ function usageText(usage: UsageSnapshot | undefined, now: number): string | unde
 	const windows = Object.entries(usage.windows).map(([name, window]) => {
 		const reset =
 			window.resetsAt !== undefined && window.resetsAt > now
-				? ` (resets in ${duration(window.resetsAt - now)})`
+				? ` (resets in ${formatDuration(window.resetsAt - now)})`
 				: "";
 		return `${name} ${formatPercent(window.utilization)}${reset}`;
 	});
 	if (windows.length === 0 && !usage.status) return undefined;
 	const status = usage.status && usage.status !== "allowed" ? ` [${usage.status}]` : "";
-	return `used ${windows.join(", ") || "?"}${status} as of ${duration(now - usage.at)} ago`;
-}
-
-function duration(ms: number): string {
-	const minutes = Math.max(0, Math.round(ms / 60_000));
-	if (minutes < 60) return `${minutes} min`;
-	const hours = Math.floor(minutes / 60);
-	return hours < 48 ? `${hours} h ${minutes % 60} min` : `${Math.round(hours / 24)} days`;
+	return `used ${windows.join(", ") || "?"}${status} as of ${formatDuration(now - usage.at)} ago`;
 }
 
 function age(ms: number): string {

@@ -1,4 +1,5 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
+import { defaultAccount } from "../config/schema.ts";
 import { type CommandDeps, reportFailure, splitArgs, unknownLabelText } from "./command-support.ts";
 
 /** /mcc-use [label]: switches the active account at once; the next request carries its token. */
@@ -41,7 +42,7 @@ async function knownAccounts(
 		ctx.ui.notify("No Claude account yet. Add one with /mcc-login <label>.", "warning");
 		return undefined;
 	}
-	return { labels, active: config.activeLabel ?? labels[0]! };
+	return { labels, active: defaultAccount(config)! };
 }
 
 async function switchTo(deps: CommandDeps, ctx: ExtensionContext, label: string): Promise<void> {

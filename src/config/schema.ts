@@ -1,7 +1,30 @@
+/**
+ * What the two files beside pi's agent dir may hold, as zod schemas: the config (labels, defaults, fallback
+ * chains; no secrets) and the shared state (cooldowns, usage, needs-login marks; no secrets). Labels are defined
+ * here too, since they name keychain items, lock files and command arguments.
+ */
 import { z } from "zod";
-import { LABEL_PATTERN } from "./labels.ts";
+import { printable } from "../text.ts";
 
 export const CONFIG_VERSION = 1;
+
+/**
+ * Account labels are kept to a short, plain charset: no path separators, whitespace, control characters or shell
+ * metacharacters.
+ */
+export const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function labelProblem(label: string): string | undefined {
+	if (label.length === 0) return "a label cannot be empty";
+	if (label.length > 64) return "a label has at most 64 characters";
+	if (!LABEL_PATTERN.test(label)) {
+		return (
+			`"${printable(label)}" is not a valid label: use letters, digits, ".", "_" and "-", ` +
+			"starting with a letter or digit (e.g. personal, work, side-project)"
+		);
+	}
+	return undefined;
+}
 
 const label = z.string().regex(LABEL_PATTERN, "not a valid label (letters, digits, '.', '_', '-'; at most 64)");
 
@@ -57,6 +80,11 @@ export type AccountEntry = AccountsConfig["accounts"][number];
 
 export function emptyConfig(): AccountsConfig {
 	return { version: CONFIG_VERSION, accounts: [] };
+}
+
+/** The account a request or a new session uses when nothing else chose one: `activeLabel`, else the first. */
+export function defaultAccount(config: Pick<AccountsConfig, "activeLabel" | "accounts">): string | undefined {
+	return config.activeLabel ?? config.accounts[0]?.label;
 }
 
 const cooldownSchema = z.object({

@@ -1,14 +1,15 @@
 import { AsyncEntry } from "@napi-rs/keyring";
-import { formatSeconds } from "../format-seconds.ts";
-import { KEYCHAIN_SERVICE, KeychainError, type KeychainErrorKind, type SecretStore } from "./secret-store.ts";
-
-/** Default bound on one keychain call: long enough for a person to answer a macOS access prompt. */
-const DEFAULT_KEYCHAIN_TIMEOUT_MS = 20_000;
+import { DEFAULT_KEYCHAIN_TIMEOUT_MS, KEYCHAIN_SERVICE } from "../settings.ts";
+import { errorText, formatSeconds } from "../text.ts";
+import { KeychainError, type KeychainErrorKind, type SecretStore } from "./secret-store.ts";
 
 export interface OsSecretStoreOptions {
 	service?: string;
+	/** Bound on one keychain call: long enough for a person to answer a macOS access prompt. */
 	timeoutMs?: number;
 	platform?: NodeJS.Platform;
+	/** Running inside WSL, where a missing Secret Service has its own fix. */
+	wsl?: boolean;
 }
 
 /**
@@ -20,14 +21,16 @@ export class OsSecretStore implements SecretStore {
 	private readonly service: string;
 	private readonly timeoutMs: number;
 	private readonly platform: NodeJS.Platform;
+	private readonly wsl: boolean;
 	// Constructing an entry opens a platform session (~5 ms, and on Linux a blocking D-Bus round trip), so
 	// each label's entry is built once and reused.
 	private readonly entries = new Map<string, AsyncEntry>();
 
 	constructor(options: OsSecretStoreOptions = {}) {
 		this.service = options.service ?? KEYCHAIN_SERVICE;
-		this.timeoutMs = options.timeoutMs ?? keychainTimeoutFromEnv() ?? DEFAULT_KEYCHAIN_TIMEOUT_MS;
+		this.timeoutMs = options.timeoutMs ?? DEFAULT_KEYCHAIN_TIMEOUT_MS;
 		this.platform = options.platform ?? process.platform;
+		this.wsl = options.wsl ?? false;
 		this.backend = backendName(this.platform);
 	}
 
@@ -80,18 +83,11 @@ export class OsSecretStore implements SecretStore {
 			return await Promise.race([call(this.entry(label), abort.signal), expired]);
 		} catch (error) {
 			if (error instanceof KeychainError) throw error;
-			throw describeKeyringFailure(error, operation, label, this.backend, this.platform);
+			throw describeKeyringFailure(error, operation, label, this.backend, this.platform, this.wsl);
 		} finally {
 			clearTimeout(timer);
 		}
 	}
-}
-
-function keychainTimeoutFromEnv(): number | undefined {
-	const raw = process.env.PI_MCC_KEYCHAIN_TIMEOUT_MS;
-	if (!raw) return undefined;
-	const value = Number(raw);
-	return Number.isFinite(value) && value > 0 ? value : undefined;
 }
 
 function backendName(platform: NodeJS.Platform): string {
@@ -140,11 +136,12 @@ function describeKeyringFailure(
 	label: string,
 	backend: string,
 	platform: NodeJS.Platform,
+	inWsl: boolean,
 ): KeychainError {
-	const detail = error instanceof Error ? error.message : String(error);
+	const detail = errorText(error);
 	const kind = classifyKeyringMessage(detail);
 	const fixes = FIXES[kind];
-	const wsl = platform === "linux" && kind === "unavailable" && Boolean(process.env.WSL_DISTRO_NAME);
+	const wsl = platform === "linux" && kind === "unavailable" && inWsl;
 	const fix = (wsl ? WSL_FIX : undefined) ?? fixes[platform] ?? fixes.default ?? "";
 	return new KeychainError(
 		kind,

@@ -28,6 +28,3 @@ export class KeychainError extends Error {
 		super(message);
 	}
 }
-
-/** The service name under which every item is stored; a person searches their keychain UI for it. */
-export const KEYCHAIN_SERVICE = "pi-multi-claude-code";

@@ -1,8 +1,9 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { createCore } from "../core.ts";
-import { KEYCHAIN_SERVICE } from "../keychain/secret-store.ts";
-import { errorText, MigrationError, USAGE_EXIT_CODE } from "./migration-error.ts";
+import { KEYCHAIN_SERVICE, readSettings } from "../settings.ts";
+import { errorText } from "../text.ts";
+import { MigrationError, USAGE_EXIT_CODE } from "./migration-error.ts";
 import type { Output } from "./output.ts";
 import { piAuthFile } from "./pi-auth.ts";
 import { importPiAuth } from "./pi-auth-import.ts";
@@ -84,7 +85,7 @@ function parseFlags(argv: readonly string[]): Flags {
 }
 
 function dispatch(flags: Flags, env: NodeJS.ProcessEnv, out: Output): Promise<number> {
-	const core = createCore(env);
+	const core = createCore(readSettings(env));
 	const service = env.PI_MCC_KEYCHAIN_SERVICE || KEYCHAIN_SERVICE;
 	const common = {
 		broker: core.broker,

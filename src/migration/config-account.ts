@@ -1,7 +1,7 @@
-import { MIGRATE_COMMAND } from "../config/config-store.ts";
-import { withFileLock } from "../config/file-lock.ts";
-import { writePrivateFileAtomic } from "../config/private-file.ts";
 import { type AccountsConfig, emptyConfig } from "../config/schema.ts";
+import { MIGRATE_COMMAND } from "../config/stores.ts";
+import { withFileLock } from "../fs/file-lock.ts";
+import { writePrivateFileAtomic } from "../fs/private-file.ts";
 import { type ConfigSnapshot, checkNewConfig, readConfigSnapshot, serializeConfig } from "./config-file.ts";
 import { MigrationError } from "./migration-error.ts";
 

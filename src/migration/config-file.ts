@@ -1,8 +1,6 @@
-import { parseAccountsConfig } from "../config/config-store.ts";
-import { ConfigError } from "../config/errors.ts";
-import { findPlaintextSecrets } from "../config/plaintext-secrets.ts";
-import { readPrivateFile } from "../config/private-file.ts";
 import type { AccountsConfig } from "../config/schema.ts";
+import { ConfigError, findPlaintextSecrets, parseAccountsConfig } from "../config/stores.ts";
+import { PrivateFileError, readPrivateFile } from "../fs/private-file.ts";
 import { MigrationError } from "./migration-error.ts";
 
 /** What the accounts config file holds, as far as the migration is concerned. */
@@ -85,7 +83,7 @@ async function readOrExplain(file: string): Promise<string | undefined> {
 	try {
 		return await readPrivateFile(file);
 	} catch (error) {
-		if (error instanceof ConfigError) throw new MigrationError(`${error.message} ${UNCHANGED}`);
+		if (error instanceof PrivateFileError) throw new MigrationError(`${error.message} ${UNCHANGED}`);
 		throw error;
 	}
 }

@@ -1,5 +1,6 @@
 import type { TokenBroker } from "../broker/token-broker.ts";
-import { errorText, MigrationError, PartialStoreError } from "./migration-error.ts";
+import { errorText } from "../text.ts";
+import { MigrationError, PartialStoreError } from "./migration-error.ts";
 import { type AccountPlan, compareWithKeychain } from "./plan.ts";
 
 /**

@@ -1,8 +1,15 @@
 import { z } from "zod";
 import { CredentialFormatError, type StoredCredentials, serializeCredentials } from "../broker/credentials.ts";
-import { labelProblem, printable } from "../config/labels.ts";
-import { findPlaintextSecrets } from "../config/plaintext-secrets.ts";
-import { type AccountEntry, type AccountsConfig, CONFIG_VERSION, describeIssues } from "../config/schema.ts";
+import {
+	type AccountEntry,
+	type AccountsConfig,
+	CONFIG_VERSION,
+	describeIssues,
+	labelProblem,
+} from "../config/schema.ts";
+import { findPlaintextSecrets } from "../config/stores.ts";
+import { isWellFormedToken } from "../oauth/token-endpoint.ts";
+import { printable } from "../text.ts";
 import { checkNewConfig, UNCHANGED } from "./config-file.ts";
 import { MigrationError } from "./migration-error.ts";
 
@@ -113,11 +120,11 @@ function credentialsOf(input: LegacyAccountInput, where: string, problems: strin
 		problems.push(`${where} ("${label}") has no refresh token, so it cannot stay logged in: ${relogin}`);
 		return undefined;
 	}
-	if (!wellFormedToken(refresh)) {
+	if (!isWellFormedToken(refresh)) {
 		problems.push(`${where}.refreshToken ("${label}") is malformed (too short or has spaces): ${relogin}`);
 		return undefined;
 	}
-	if (!wellFormedToken(access)) {
+	if (!isWellFormedToken(access)) {
 		problems.push(`${where}.accessToken ("${label}") is missing or malformed: ${relogin}`);
 		return undefined;
 	}
@@ -131,10 +138,6 @@ function credentialsOf(input: LegacyAccountInput, where: string, problems: strin
 		return undefined;
 	}
 	return credentials;
-}
-
-function wellFormedToken(token: string): boolean {
-	return token.length >= 8 && !/\s/.test(token);
 }
 
 /** A fallback that names no account (or itself, or twice) carries no information: dropped, with a note. */

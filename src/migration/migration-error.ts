@@ -25,7 +25,3 @@ export class PartialStoreError extends MigrationError {
 		super(message);
 	}
 }
-
-export function errorText(error: unknown): string {
-	return error instanceof Error ? error.message : String(error);
-}

@@ -1,4 +1,4 @@
-import { redactSecrets } from "../broker/redact.ts";
+import { redactSecrets } from "../redact.ts";
 
 /**
  * Everything the migration prints goes through here. Messages are built without tokens; as a second line of

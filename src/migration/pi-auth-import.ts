@@ -1,11 +1,12 @@
 import type { TokenBroker } from "../broker/token-broker.ts";
-import { labelProblem } from "../config/labels.ts";
-import { writePrivateFileAtomic } from "../config/private-file.ts";
+import { labelProblem } from "../config/schema.ts";
+import { writePrivateFileAtomic } from "../fs/private-file.ts";
+import { errorText } from "../text.ts";
 import { addAccountToConfig, labelClash, readAddableConfig } from "./config-account.ts";
 import { removeTopLevelMember } from "./json-members.ts";
 import { keychainStatus, storeAccounts } from "./keychain-writes.ts";
 import { noticeHeldLock } from "./lock-notice.ts";
-import { errorText, MigrationError, PartialStoreError, USAGE_EXIT_CODE } from "./migration-error.ts";
+import { MigrationError, PartialStoreError, USAGE_EXIT_CODE } from "./migration-error.ts";
 import type { Output } from "./output.ts";
 import { pauseAt } from "./pause.ts";
 import { PI_ANTHROPIC_KEY, PI_AUTH_LOCK_STALE_MS, readPiAuth, withPiAuthLock } from "./pi-auth.ts";

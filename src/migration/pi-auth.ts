@@ -2,9 +2,8 @@ import { promises as fs } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { z } from "zod";
 import type { StoredCredentials } from "../broker/credentials.ts";
-import { ConfigError } from "../config/errors.ts";
-import { withFileLock } from "../config/file-lock.ts";
-import { readPrivateFile } from "../config/private-file.ts";
+import { withFileLock } from "../fs/file-lock.ts";
+import { PrivateFileError, readPrivateFile } from "../fs/private-file.ts";
 import { parseJsonQuietly, UNCHANGED } from "./config-file.ts";
 import { MigrationError } from "./migration-error.ts";
 
@@ -37,7 +36,7 @@ export async function readPiAuth(file: string): Promise<PiAuthContent | undefine
 	try {
 		text = await readPrivateFile(file);
 	} catch (error) {
-		if (error instanceof ConfigError) throw new MigrationError(`${error.message} ${UNCHANGED}`);
+		if (error instanceof PrivateFileError) throw new MigrationError(`${error.message} ${UNCHANGED}`);
 		throw error;
 	}
 	if (text === undefined) return undefined;

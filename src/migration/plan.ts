@@ -1,6 +1,6 @@
-import { AccountError } from "../broker/account-error.ts";
 import type { StoredCredentials } from "../broker/credentials.ts";
 import type { StoredComparison, TokenBroker } from "../broker/token-broker.ts";
+import { AccountError } from "../broker/token-broker.ts";
 import { MigrationError } from "./migration-error.ts";
 
 /** What happens to one account's keychain item. */

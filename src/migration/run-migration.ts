@@ -1,12 +1,13 @@
 import type { TokenBroker } from "../broker/token-broker.ts";
-import { MIGRATE_COMMAND } from "../config/config-store.ts";
-import { DEFAULT_LOCK_STALE_MS, withFileLock } from "../config/file-lock.ts";
-import { readPrivateFile, writePrivateFileAtomic } from "../config/private-file.ts";
+import { MIGRATE_COMMAND } from "../config/stores.ts";
+import { DEFAULT_LOCK_STALE_MS, withFileLock } from "../fs/file-lock.ts";
+import { readPrivateFile, writePrivateFileAtomic } from "../fs/private-file.ts";
+import { errorText } from "../text.ts";
 import { type ConfigSnapshot, readConfigSnapshot, serializeConfig, UNCHANGED } from "./config-file.ts";
 import { keychainStatus, storeAccounts } from "./keychain-writes.ts";
 import { convertLegacyConfig, type LegacyConversion } from "./legacy-format.ts";
 import { noticeHeldLock } from "./lock-notice.ts";
-import { errorText, MigrationError, PartialStoreError } from "./migration-error.ts";
+import { MigrationError, PartialStoreError } from "./migration-error.ts";
 import type { Output } from "./output.ts";
 import { pauseAt } from "./pause.ts";
 import { type AccountPlan, conflictExplanation, planAccounts, planLines } from "./plan.ts";

@@ -7,15 +7,20 @@ import {
 	type Model,
 	type SimpleStreamOptions,
 } from "@mariozechner/pi-ai";
-import { AccountError } from "../broker/account-error.ts";
-import { redactSecrets } from "../broker/redact.ts";
-import type { Cooldown, UsageSnapshot } from "../config/schema.ts";
+import { AccountError } from "../broker/token-broker.ts";
+import { type Cooldown, defaultAccount, type UsageSnapshot } from "../config/schema.ts";
 import type { Core } from "../core.ts";
-import { anthropicBaseUrl, PROVIDER_ID } from "../manifest.ts";
-import { activeCooldowns, applyCooldown } from "./cooldowns.ts";
-import { errorAssistantMessage } from "./error-message.ts";
-import { classifyFailure, DEFAULT_COOLDOWN_MS } from "./failure-classifier.ts";
-import { planAttempts } from "./fallback-router.ts";
+import { errorAssistantMessage } from "../host.ts";
+import { PROVIDER_ID } from "../manifest.ts";
+import { redactSecrets } from "../redact.ts";
+import { errorText } from "../text.ts";
+import {
+	activeCooldowns,
+	applyCooldown,
+	classifyFailure,
+	DEFAULT_COOLDOWN_MS,
+	planAttempts,
+} from "./fallback-policy.ts";
 import { type CapturedResponse, withResponseCapture } from "./response-capture.ts";
 import { applyUsage, headlineText, preemptionUntil, readUsageHeaders } from "./usage.ts";
 
@@ -64,12 +69,12 @@ export async function streamInto(
 	out: AssistantMessageEventStream,
 ): Promise<void> {
 	const now = deps.now ?? Date.now;
-	const baseUrl = deps.baseUrl ?? (() => anthropicBaseUrl());
+	const baseUrl = deps.baseUrl ?? (() => deps.core.settings.anthropicBaseUrl);
 	try {
 		await runWithFallback(deps, model, context, options, out, now, baseUrl());
 	} catch (error) {
 		// Anything unexpected still ends the stream with an error event, never a throw into pi.
-		const message = error instanceof Error ? error.message : String(error);
+		const message = errorText(error);
 		failStream(out, model, `${PROVIDER_ID}: ${redactSecrets(message)}`);
 	}
 }
@@ -96,7 +101,7 @@ async function runWithFallback(
 				`${PROVIDER_ID}: no Claude account yet. Run /mcc-login <label> (e.g. /mcc-login personal).`,
 			);
 		}
-		origin = config.activeLabel ?? config.accounts[0]!.label;
+		origin = defaultAccount(config)!;
 		// The keychain read is the slowest step before the request: it runs while the state file is read.
 		originToken = core.broker.getAccessToken(origin);
 		originToken.catch(() => {});
@@ -109,7 +114,7 @@ async function runWithFallback(
 			until: (label) => cooldowns.until(label) ?? (label === origin ? preempted : undefined),
 		});
 	} catch (error) {
-		return failStream(out, model, `${PROVIDER_ID}: ${error instanceof Error ? error.message : String(error)}`);
+		return failStream(out, model, `${PROVIDER_ID}: ${errorText(error)}`);
 	}
 
 	if (attempts[0] !== origin) {

@@ -1,7 +1,13 @@
-import type { JsonFileStore } from "../config/json-file-store.ts";
+/**
+ * Usage figures per account: Anthropic's unified rate-limit headers (on every response), the OAuth usage endpoint
+ * (for /mcc-status --refresh), the reset and retry times they carry, and the opt-in early fallback built on them.
+ */
 import type { SharedState, UsageSnapshot, UsageWindow } from "../config/schema.ts";
-import { parseResetTime } from "./failure-classifier.ts";
+import type { JsonFileStore } from "../config/stores.ts";
+import { redactSecrets } from "../redact.ts";
 
+/** No cooldown or reset time is believed beyond this. */
+export const MAX_COOLDOWN_MS = 8 * 24 * 60 * 60 * 1000;
 const PREFIX = "anthropic-ratelimit-unified-";
 const UNSAFE_KEYS = new Set(["__proto__", "constructor", "prototype"]);
 const WINDOW_HEADER = /^anthropic-ratelimit-unified-([a-z0-9][a-z0-9_]{0,23})-(utilization|reset|status)$/;
@@ -115,4 +121,89 @@ export async function recordUsage(
 	await store.update((state) =>
 		applyUsage(state, label, usage) ? { next: state, result: undefined } : { result: undefined },
 	);
+}
+
+/** Epoch seconds (what Anthropic sends), epoch ms, or an ISO date. */
+export function parseResetTime(value: string | undefined, now: number): number | undefined {
+	if (!value) return undefined;
+	const trimmed = value.trim();
+	if (/^\d+(\.\d+)?$/.test(trimmed)) {
+		const n = Number(trimmed);
+		return n < 1e11 ? n * 1000 : n;
+	}
+	const date = Date.parse(trimmed);
+	return Number.isFinite(date) && date > now - MAX_COOLDOWN_MS ? date : undefined;
+}
+
+/** Seconds to wait, or an HTTP date. */
+export function parseRetryAfter(value: string | undefined, now: number): number | undefined {
+	if (!value) return undefined;
+	const trimmed = value.trim();
+	if (/^\d+(\.\d+)?$/.test(trimmed)) return now + Number(trimmed) * 1000;
+	const date = Date.parse(trimmed);
+	return Number.isFinite(date) ? date : undefined;
+}
+
+/** Window names of Anthropic's OAuth usage endpoint, mapped to the header names (`5h`, `7d`, …). */
+const WINDOW_NAMES: Record<string, string> = {
+	five_hour: "5h",
+	seven_day: "7d",
+	seven_day_opus: "7d_opus",
+	seven_day_sonnet: "7d_sonnet",
+};
+
+/**
+ * Asks Anthropic's OAuth usage endpoint (what Claude Code's /usage shows) for an account's utilisation. Only
+ * used by `/mcc-status --refresh`: normal requests learn the same figures from their response headers.
+ */
+export async function fetchOAuthUsage(
+	baseUrl: string,
+	token: string,
+	now: number,
+	timeoutMs = 10_000,
+): Promise<UsageSnapshot> {
+	const url = `${baseUrl.replace(/\/+$/, "")}/api/oauth/usage`;
+	let response: Response;
+	try {
+		response = await fetch(url, {
+			headers: {
+				authorization: `Bearer ${token}`,
+				"anthropic-beta": "oauth-2025-04-20",
+				accept: "application/json",
+			},
+			signal: AbortSignal.timeout(timeoutMs),
+		});
+	} catch (error) {
+		throw new Error(
+			`the usage endpoint could not be reached (${redactSecrets(String(error), [token]).slice(0, 120)})`,
+		);
+	}
+	if (!response.ok) throw new Error(`the usage endpoint answered HTTP ${response.status}`);
+	let body: unknown;
+	try {
+		body = await response.json();
+	} catch {
+		throw new Error("the usage endpoint answered with something that is not JSON");
+	}
+	const snapshot: UsageSnapshot = { at: now, windows: {} };
+	if (body && typeof body === "object") {
+		for (const [key, value] of Object.entries(body as Record<string, unknown>)) {
+			const name = Object.hasOwn(WINDOW_NAMES, key)
+				? WINDOW_NAMES[key]
+				: /^[a-z][a-z0-9_]{0,23}$/.test(key)
+					? key
+					: undefined;
+			if (!name || !value || typeof value !== "object") continue;
+			const { utilization, resets_at: resetsAt } = value as { utilization?: unknown; resets_at?: unknown };
+			// The endpoint reports percentages (0–100).
+			if (typeof utilization !== "number" || !Number.isFinite(utilization) || utilization < 0 || utilization > 1000)
+				continue;
+			const reset = typeof resetsAt === "string" ? parseResetTime(resetsAt, now) : undefined;
+			snapshot.windows = {
+				...snapshot.windows,
+				[name]: { utilization: utilization / 100, ...(reset !== undefined ? { resetsAt: reset } : {}) },
+			};
+		}
+	}
+	return snapshot;
 }

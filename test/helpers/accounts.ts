@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import type { SharedState } from "../../src/config/schema.ts";
 import { type Core, createCore } from "../../src/core.ts";
+import { readSettings } from "../../src/settings.ts";
 
 /** What accounts.ts needs of the fake token endpoint (test/helpers/fake-token-endpoint.ts). */
 export interface TokenMinter {
@@ -52,7 +53,7 @@ let cachedCore: { key: string; core: Core } | undefined;
 export function testCore(): Core {
 	const { PI_CODING_AGENT_DIR, PI_MCC_KEYCHAIN_SERVICE, PI_MCC_TOKEN_URL } = process.env;
 	const key = [PI_CODING_AGENT_DIR, PI_MCC_KEYCHAIN_SERVICE, PI_MCC_TOKEN_URL].join("\0");
-	if (cachedCore?.key !== key) cachedCore = { key, core: createCore(process.env) };
+	if (cachedCore?.key !== key) cachedCore = { key, core: createCore(readSettings(process.env)) };
 	return cachedCore.core;
 }
 

@@ -9,14 +9,14 @@
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AccountError } from "../../src/broker/account-error.ts";
 import { parseCredentials, type StoredCredentials, serializeCredentials } from "../../src/broker/credentials.ts";
-import { parseAccountsConfig } from "../../src/config/config-store.ts";
-import { DEFAULT_LOCK_STALE_MS } from "../../src/config/file-lock.ts";
-import { parseSharedState } from "../../src/config/state-store.ts";
+import { AccountError } from "../../src/broker/token-broker.ts";
+import { parseAccountsConfig, parseSharedState } from "../../src/config/stores.ts";
 import { type Core, createCore } from "../../src/core.ts";
+import { DEFAULT_LOCK_STALE_MS } from "../../src/fs/file-lock.ts";
 import { runMigrationCli } from "../../src/migration/cli.ts";
 import { Output } from "../../src/migration/output.ts";
+import { readSettings } from "../../src/settings.ts";
 import { setupAccounts } from "../helpers/accounts.ts";
 import { ok } from "../helpers/fake-anthropic-api.ts";
 import {
@@ -58,7 +58,7 @@ beforeAll(async () => {
 	await requireSecretService();
 	world = await createSecurityWorld({ PI_MCC_TOKEN_TIMEOUT_MS: "10000", PI_MCC_KEYCHAIN_TIMEOUT_MS: "15000" });
 	world.api.setDefault(ok("answer"));
-	nextRun = createCore({ ...process.env, PI_MCC_REFRESH_MARGIN_MS: String(DAY_MS) });
+	nextRun = createCore(readSettings({ ...process.env, PI_MCC_REFRESH_MARGIN_MS: String(DAY_MS) }));
 	await warmUpWorkers(world.childEnv());
 	console.log(`[faults] seed ${random.seed} (PI_MCC_FAULT_SEED reproduces the kill delays)`);
 }, 120_000);

@@ -17,10 +17,8 @@ import {
 } from "@mariozechner/pi-ai";
 import type { ExtensionCommandContext } from "@mariozechner/pi-coding-agent";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AccountError } from "../../src/broker/account-error.ts";
 import { parseCredentials } from "../../src/broker/credentials.ts";
-import { TokenBroker } from "../../src/broker/token-broker.ts";
-import { HttpTokenEndpoint } from "../../src/broker/token-endpoint.ts";
+import { AccountError, TokenBroker } from "../../src/broker/token-broker.ts";
 import { AccountFooter } from "../../src/commands/account-footer.ts";
 import type { CommandDeps } from "../../src/commands/command-support.ts";
 import { fallbackCommand } from "../../src/commands/fallback-command.ts";
@@ -28,11 +26,13 @@ import { loginCommand } from "../../src/commands/login-command.ts";
 import { removeCommand } from "../../src/commands/remove-command.ts";
 import { statusCommand } from "../../src/commands/status-command.ts";
 import { useCommand } from "../../src/commands/use-command.ts";
-import { ConfigError } from "../../src/config/errors.ts";
-import { labelProblem } from "../../src/config/labels.ts";
+import { labelProblem } from "../../src/config/schema.ts";
+import { ConfigError } from "../../src/config/stores.ts";
 import { type Core, createCore } from "../../src/core.ts";
 import { OsSecretStore } from "../../src/keychain/os-secret-store.ts";
+import { HttpTokenEndpoint } from "../../src/oauth/token-endpoint.ts";
 import { createMultiAccountStream } from "../../src/provider/multi-account-stream.ts";
+import { readSettings } from "../../src/settings.ts";
 import { fakeAccessToken, fakeRefreshToken, setupAccounts } from "../helpers/accounts.ts";
 import { ok } from "../helpers/fake-anthropic-api.ts";
 import { requireSecretService, secretToolSearch } from "../helpers/keyring.ts";
@@ -79,7 +79,7 @@ beforeAll(async () => {
 	await requireSecretService();
 	console.log(`[fuzz] seed ${seed} (PI_MCC_FUZZ_SEED=${seed} repeats this run)`);
 	world = await createSecurityWorld();
-	core = createCore(process.env);
+	core = createCore(readSettings(process.env));
 	const footer = new AccountFooter();
 	deps = { core, footer };
 	ui = createRecordingUi();
@@ -495,11 +495,13 @@ describe("what the fuzzing found (each fails until the defect in src/ is fixed; 
 			headers: { "content-type": "application/json" },
 			chunks: [JSON.stringify(answer)],
 		}));
-		const fuzzCore = createCore({
-			...process.env,
-			PI_MCC_TOKEN_URL: server.url,
-			PI_MCC_REFRESH_MARGIN_MS: String(DAY_MS),
-		});
+		const fuzzCore = createCore(
+			readSettings({
+				...process.env,
+				PI_MCC_TOKEN_URL: server.url,
+				PI_MCC_REFRESH_MARGIN_MS: String(DAY_MS),
+			}),
+		);
 		const store = new OsSecretStore({ service: world.env.keychainService });
 		const label = "edge";
 		try {

@@ -11,8 +11,7 @@
  */
 import { promises as fs } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseAccountsConfig } from "../../src/config/config-store.ts";
-import { parseSharedState } from "../../src/config/state-store.ts";
+import { parseAccountsConfig, parseSharedState } from "../../src/config/stores.ts";
 import { setupAccounts } from "../helpers/accounts.ts";
 import { requireSecretService } from "../helpers/keyring.ts";
 import { startTokenProxy, type TokenProxy } from "./helpers/fault-tools.ts";

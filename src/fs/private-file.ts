@@ -1,7 +1,22 @@
 import { randomBytes } from "node:crypto";
 import { constants, promises as fs } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { ConfigError } from "./errors.ts";
+import { errorText } from "../text.ts";
+
+/**
+ * A private file that cannot be used as it is: unreadable, unsafe to trust (a symlink, someone else's, writable by
+ * others) or too large to be ours. The message names the file and the fix; the file is never rewritten then.
+ */
+export class PrivateFileError extends Error {
+	override readonly name = "PrivateFileError";
+	constructor(
+		readonly file: string,
+		readonly kind: "unreadable" | "unsafe" | "too_large",
+		message: string,
+	) {
+		super(message);
+	}
+}
 
 /** Larger files are refused unread: ours stay far below this, so anything bigger is not one of ours. */
 export const MAX_FILE_BYTES = 1024 * 1024;
@@ -23,24 +38,28 @@ export async function statPrivateFile(file: string): Promise<PrivateFileStat | u
 		stat = await fs.lstat(file);
 	} catch (error) {
 		if (isErrno(error, "ENOENT")) return undefined;
-		throw new ConfigError(file, "unreadable", `Cannot read ${file}: ${errnoText(error)}.`);
+		throw new PrivateFileError(file, "unreadable", `Cannot read ${file}: ${errnoText(error)}.`);
 	}
 	if (stat.isSymbolicLink()) {
-		throw new ConfigError(
+		throw new PrivateFileError(
 			file,
 			"unsafe",
 			`${file} is a symbolic link. It is not followed, so writes cannot be redirected elsewhere: replace it ` +
 				"with a regular file (e.g. copy the target's content over it).",
 		);
 	}
-	if (!stat.isFile()) throw new ConfigError(file, "unsafe", `${file} is not a regular file.`);
+	if (!stat.isFile()) throw new PrivateFileError(file, "unsafe", `${file} is not a regular file.`);
 	if (process.platform !== "win32") {
 		const uid = process.getuid?.();
 		if (uid !== undefined && stat.uid !== uid) {
-			throw new ConfigError(file, "unsafe", `${file} belongs to another user (uid ${stat.uid}); it is not trusted.`);
+			throw new PrivateFileError(
+				file,
+				"unsafe",
+				`${file} belongs to another user (uid ${stat.uid}); it is not trusted.`,
+			);
 		}
 		if ((stat.mode & 0o022) !== 0) {
-			throw new ConfigError(
+			throw new PrivateFileError(
 				file,
 				"unsafe",
 				`${file} is writable by other users (mode ${(stat.mode & 0o777).toString(8)}), so its accounts and ` +
@@ -49,7 +68,11 @@ export async function statPrivateFile(file: string): Promise<PrivateFileStat | u
 		}
 	}
 	if (stat.size > MAX_FILE_BYTES) {
-		throw new ConfigError(file, "invalid", `${file} is ${stat.size} bytes, more than this extension ever writes.`);
+		throw new PrivateFileError(
+			file,
+			"too_large",
+			`${file} is ${stat.size} bytes, more than this extension ever writes.`,
+		);
 	}
 	return { version: `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`, size: stat.size };
 }
@@ -66,7 +89,7 @@ export async function readPrivateFile(file: string): Promise<string | undefined>
 		}
 	} catch (error) {
 		if (isErrno(error, "ENOENT")) return undefined;
-		throw new ConfigError(file, "unreadable", `Cannot read ${file}: ${errnoText(error)}.`);
+		throw new PrivateFileError(file, "unreadable", `Cannot read ${file}: ${errnoText(error)}.`);
 	}
 }
 
@@ -90,7 +113,7 @@ export async function writePrivateFileAtomic(file: string, content: string): Pro
 	} catch (error) {
 		await handle?.close().catch(() => {});
 		await fs.rm(temp, { force: true }).catch(() => {});
-		throw new ConfigError(file, "unreadable", `Cannot write ${file}: ${errnoText(error)}.`);
+		throw new PrivateFileError(file, "unreadable", `Cannot write ${file}: ${errnoText(error)}.`);
 	}
 }
 
@@ -110,5 +133,5 @@ function errnoText(error: unknown): string {
 		if (code === "EROFS") return "the file system is read-only";
 		return code;
 	}
-	return error instanceof Error ? error.message : String(error);
+	return errorText(error);
 }

@@ -1,9 +1,12 @@
 import { dirname } from "node:path";
 import lockfile from "proper-lockfile";
-import { ConfigError } from "./errors.ts";
+import { errorText } from "../text.ts";
 import { ensurePrivateDir } from "./private-file.ts";
 
-/** A lock whose holder stopped refreshing it this long ago is taken over (pi's own auth.json lock uses 10 s). */
+/**
+ * A lock whose holder stopped refreshing it this long ago is taken over. pi's own auth.json lock is a different
+ * trade-off (30 s); ours guards one HTTP refresh or one small file write, so a dead holder blocks others less.
+ */
 export const DEFAULT_LOCK_STALE_MS = 10_000;
 
 export interface FileLockOptions {
@@ -11,6 +14,18 @@ export interface FileLockOptions {
 	staleMs?: number;
 	/** How long to wait for the lock before giving up. */
 	waitMs?: number;
+}
+
+/** A lock that could not be taken in time, could not be taken at all, or was lost while held. */
+export class FileLockError extends Error {
+	override readonly name = "FileLockError";
+	constructor(
+		readonly target: string,
+		readonly kind: "timeout" | "failed" | "lost",
+		message: string,
+	) {
+		super(message);
+	}
 }
 
 /**
@@ -37,20 +52,20 @@ export async function withFileLock<T>(target: string, fn: () => Promise<T>, opti
 			},
 		});
 	} catch (error) {
-		const code = (error as { code?: unknown }).code;
-		throw new ConfigError(
+		const held = (error as { code?: unknown }).code === "ELOCKED";
+		throw new FileLockError(
 			target,
-			"locked",
-			code === "ELOCKED"
+			held ? "timeout" : "failed",
+			held
 				? `Another pi process held the lock ${target}.lock for more than ${Math.round(waitMs / 1000)} s. ` +
 						"If no pi is running, remove that directory."
-				: `Cannot take the lock ${target}.lock: ${error instanceof Error ? error.message : String(error)}`,
+				: `Cannot take the lock ${target}.lock: ${errorText(error)}`,
 		);
 	}
 	try {
 		const result = await fn();
 		if (compromised) {
-			throw new ConfigError(target, "locked", `The lock ${target}.lock was lost while held: ${compromised.message}`);
+			throw new FileLockError(target, "lost", `The lock ${target}.lock was lost while held: ${compromised.message}`);
 		}
 		return result;
 	} finally {

@@ -1,3 +1,8 @@
+/**
+ * Anthropic's authorization-code + PKCE login, up to the code. pi-ai has an Anthropic OAuth login of its own, but
+ * it hands the finished token pair to its caller for pi's auth.json; here the pair must go straight from the
+ * exchange into the keychain through the broker, so only the protocol's constants are shared with it.
+ */
 import { createHash, randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import { ANTHROPIC_OAUTH } from "./token-endpoint.ts";

@@ -1,5 +1,6 @@
-import { formatSeconds } from "../format-seconds.ts";
-import { redactSecrets } from "./redact.ts";
+import { redactSecrets } from "../redact.ts";
+import { DEFAULT_TOKEN_TIMEOUT_MS } from "../settings.ts";
+import { errorText, formatSeconds } from "../text.ts";
 
 /** Anthropic's OAuth client for Claude Pro/Max, as pi-ai's Anthropic OAuth uses it. */
 export const ANTHROPIC_OAUTH = {
@@ -10,6 +11,14 @@ export const ANTHROPIC_OAUTH = {
 	callbackPort: 53692,
 	scopes: "org:create_api_key user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload",
 } as const;
+
+/**
+ * What this extension accepts as an OAuth token anywhere (token answers, keychain items, old plaintext files): a
+ * string of at least 8 characters without whitespace. Anything else is never stored or sent.
+ */
+export function isWellFormedToken(value: unknown): value is string {
+	return typeof value === "string" && value.length >= 8 && !/\s/.test(value);
+}
 
 /** Longer lifetimes are nonsense, and from about 1e305 s on the expiry in ms is not even a finite number. */
 const MAX_LIFETIME_S = 10 * 365 * 24 * 60 * 60;
@@ -69,8 +78,8 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 	private readonly clientId: string;
 
 	constructor(options: HttpTokenEndpointOptions = {}) {
-		this.url = options.url ?? process.env.PI_MCC_TOKEN_URL ?? ANTHROPIC_OAUTH.tokenUrl;
-		this.timeoutMs = options.timeoutMs ?? positiveNumber(process.env.PI_MCC_TOKEN_TIMEOUT_MS) ?? 30_000;
+		this.url = options.url ?? ANTHROPIC_OAUTH.tokenUrl;
+		this.timeoutMs = options.timeoutMs ?? DEFAULT_TOKEN_TIMEOUT_MS;
 		this.clientId = options.clientId ?? ANTHROPIC_OAUTH.clientId;
 	}
 
@@ -131,13 +140,13 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 		const access = data?.access_token;
 		const refresh = data?.refresh_token;
 		const expiresIn = data?.expires_in;
-		if (typeof access !== "string" || access.length < 8 || /\s/.test(access)) {
+		if (!isWellFormedToken(access)) {
 			throw new TokenEndpointError(
 				"malformed",
 				`the token endpoint ${this.url} answered without a usable access token`,
 			);
 		}
-		if (typeof refresh !== "string" || refresh.length < 8 || /\s/.test(refresh)) {
+		if (!isWellFormedToken(refresh)) {
 			throw new TokenEndpointError(
 				"malformed",
 				`the token endpoint ${this.url} answered without a usable refresh token`,
@@ -187,11 +196,5 @@ function networkCause(error: unknown, sent: string[]): string {
 	const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
 	const code = (cause as { code?: unknown })?.code;
 	if (typeof code === "string") return code;
-	return redactSecrets(cause instanceof Error ? cause.message : String(cause), sent).slice(0, 120);
-}
-
-function positiveNumber(raw: string | undefined): number | undefined {
-	if (!raw) return undefined;
-	const value = Number(raw);
-	return Number.isFinite(value) && value > 0 ? value : undefined;
+	return redactSecrets(errorText(cause), sent).slice(0, 120);
 }
