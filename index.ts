@@ -10,7 +10,13 @@ import { createAssistantMessageEventStream } from "@mariozechner/pi-ai";
 import type { ExtensionAPI } from "@mariozechner/pi-coding-agent";
 import { failStream, guarded } from "./src/host.ts";
 import { API_KEY_PLACEHOLDER, COMMANDS, CYCLE_SHORTCUT, PROVIDER_ID } from "./src/manifest.ts";
-import { mirroredAnthropicModels } from "./src/provider/models.ts";
+import {
+	catalogAnthropicModels,
+	type MirroredModel,
+	mirrorAnthropicModels,
+	modelsSignature,
+	providerApi,
+} from "./src/provider/models.ts";
 import type { Runtime } from "./src/runtime.ts";
 import { readSettings, settingsKey } from "./src/settings.ts";
 import { errorText } from "./src/text.ts";
@@ -40,21 +46,27 @@ function loadRuntime(): Promise<Runtime> {
 }
 
 export default function multiClaudeCode(pi: ExtensionAPI): void {
-	pi.registerProvider(PROVIDER_ID, {
-		name: "Claude (multi-account)",
-		baseUrl: readSettings().anthropicBaseUrl,
-		apiKey: API_KEY_PLACEHOLDER,
-		// Its own api id: registering "anthropic-messages" would replace pi's built-in Anthropic streaming for everyone.
-		api: PROVIDER_ID,
-		models: mirroredAnthropicModels(),
-		streamSimple: (model, context, options) => {
-			const out = createAssistantMessageEventStream();
-			loadRuntime()
-				.then((runtime) => runtime.stream(model, context, options, out))
-				.catch((error: unknown) => failStream(out, model, `${PROVIDER_ID}: ${errorText(error)}`));
-			return out;
-		},
-	});
+	const baseUrl = readSettings().anthropicBaseUrl;
+	const api = providerApi();
+	let registered = "";
+	const register = (models: MirroredModel[]): void => {
+		registered = modelsSignature(models);
+		pi.registerProvider(PROVIDER_ID, {
+			name: "Claude (multi-account)",
+			baseUrl,
+			apiKey: API_KEY_PLACEHOLDER,
+			api,
+			models,
+			streamSimple: (model, context, options) => {
+				const out = createAssistantMessageEventStream();
+				loadRuntime()
+					.then((runtime) => runtime.stream(model, context, options, out))
+					.catch((error: unknown) => failStream(out, model, `${PROVIDER_ID}: ${errorText(error)}`));
+				return out;
+			},
+		});
+	};
+	register(catalogAnthropicModels({ api, baseUrl }));
 	for (const command of COMMANDS) {
 		pi.registerCommand(command.name, {
 			description: command.description,
@@ -74,6 +86,11 @@ export default function multiClaudeCode(pi: ExtensionAPI): void {
 		handler: (ctx) => guarded(ctx, async () => (await loadRuntime()).cycle(ctx)),
 	});
 	pi.on("session_start", (_event, ctx) => {
+		// pi's list can differ from pi-ai's catalog (models.json, pi 1.x's catalog updates): follow it.
+		void guarded(ctx, () => {
+			const live = mirrorAnthropicModels(ctx.modelRegistry.getAll(), { api, baseUrl });
+			if (live.length > 0 && modelsSignature(live) !== registered) register(live);
+		});
 		// Not awaited: the footer fills in once the runtime has loaded in the background; pi's start goes on.
 		void guarded(ctx, async () => (await loadRuntime()).sessionStarted(ctx));
 	});
