@@ -15,9 +15,10 @@ import {
 	type MirroredModel,
 	mirrorAnthropicModels,
 	modelsSignature,
+	PI_LINE,
 	providerApi,
 } from "./src/provider/models.ts";
-import type { Runtime } from "./src/runtime.ts";
+import type { Runtime, SessionRuntime } from "./src/runtime.ts";
 import { readSettings, settingsKey } from "./src/settings.ts";
 import { errorText } from "./src/text.ts";
 
@@ -48,6 +49,16 @@ function loadRuntime(): Promise<Runtime> {
 export default function multiClaudeCode(pi: ExtensionAPI): void {
 	const baseUrl = readSettings().anthropicBaseUrl;
 	const api = providerApi();
+	// pi calls this factory once per session: what the session needs (its account, its footer) is opened once here.
+	let session: Promise<SessionRuntime> | undefined;
+	const sessionRuntime = (): Promise<SessionRuntime> => {
+		session ??= loadRuntime().then((runtime) => runtime.openSession(pi));
+		// A failed load is not kept: the next use tries again.
+		session.catch(() => {
+			session = undefined;
+		});
+		return session;
+	};
 	let registered = "";
 	const register = (models: MirroredModel[]): void => {
 		registered = modelsSignature(models);
@@ -59,7 +70,7 @@ export default function multiClaudeCode(pi: ExtensionAPI): void {
 			models,
 			streamSimple: (model, context, options) => {
 				const out = createAssistantMessageEventStream();
-				loadRuntime()
+				sessionRuntime()
 					.then((runtime) => runtime.stream(model, context, options, out))
 					.catch((error: unknown) => failStream(out, model, `${PROVIDER_ID}: ${errorText(error)}`));
 				return out;
@@ -67,23 +78,24 @@ export default function multiClaudeCode(pi: ExtensionAPI): void {
 		});
 	};
 	register(catalogAnthropicModels({ api, baseUrl }));
+
 	for (const command of COMMANDS) {
 		pi.registerCommand(command.name, {
 			description: command.description,
-			...(command.completesLabels
+			...(command.completes
 				? {
 						getArgumentCompletions: (prefix: string) =>
-							loadRuntime()
-								.then((runtime) => runtime.completeLabels(prefix))
+							sessionRuntime()
+								.then((runtime) => runtime.complete(command.name, prefix))
 								.catch(() => null),
 					}
 				: {}),
-			handler: (args, ctx) => guarded(ctx, async () => (await loadRuntime()).run[command.name](args, ctx)),
+			handler: (args, ctx) => guarded(ctx, async () => (await sessionRuntime()).run[command.name](args, ctx)),
 		});
 	}
 	pi.registerShortcut(CYCLE_SHORTCUT, {
-		description: "Cycle Claude accounts (multi-claude-code)",
-		handler: (ctx) => guarded(ctx, async () => (await loadRuntime()).cycle(ctx)),
+		description: "Cycle this session's Claude account (multi-claude-code)",
+		handler: (ctx) => guarded(ctx, async () => (await sessionRuntime()).cycle(ctx)),
 	});
 	pi.on("session_start", (_event, ctx) => {
 		// pi's list can differ from pi-ai's catalog (models.json, pi 1.x's catalog updates): follow it.
@@ -92,6 +104,16 @@ export default function multiClaudeCode(pi: ExtensionAPI): void {
 			if (live.length > 0 && modelsSignature(live) !== registered) register(live);
 		});
 		// Not awaited: the footer fills in once the runtime has loaded in the background; pi's start goes on.
-		void guarded(ctx, async () => (await loadRuntime()).sessionStarted(ctx));
+		void guarded(ctx, async () => (await sessionRuntime()).started(ctx));
 	});
+	pi.on("session_shutdown", () => {
+		void guarded(undefined, async () => (await session)?.stopped());
+	});
+	// The session's keychain read starts at the earliest moment of the turn that pi awaits before the request:
+	// turn_start on pi 1.x; on 0.73 turn_start handlers may run after the request, so there it is `context`.
+	const beginTurn = (): void => {
+		void guarded(undefined, async () => (await sessionRuntime()).turnStarted());
+	};
+	if (PI_LINE === "1.x") pi.on("turn_start", beginTurn);
+	else pi.on("context", beginTurn);
 }

@@ -14,26 +14,30 @@ export const CYCLE_SHORTCUT = "ctrl+shift+a";
 
 export type CommandName = "mcc-login" | "mcc-use" | "mcc-fallback" | "mcc-status" | "mcc-remove";
 
-export const COMMANDS: ReadonlyArray<{ name: CommandName; description: string; completesLabels: boolean }> = [
+export const COMMANDS: ReadonlyArray<{ name: CommandName; description: string; completes: boolean }> = [
 	{
 		name: "mcc-login",
 		description: "Log in a Claude Pro/Max account under a label (tokens go to the OS keychain)",
-		completesLabels: true,
+		completes: true,
 	},
-	{ name: "mcc-use", description: "Switch the active Claude account (no label: pick one)", completesLabels: true },
+	{
+		name: "mcc-use",
+		description: "Switch this session's Claude account (no label: pick one); --project binds this project to it",
+		completes: true,
+	},
 	{
 		name: "mcc-fallback",
 		description: "Show fallback chains; <source> clears one; <source> <targets…> sets one; --early <pct>",
-		completesLabels: true,
+		completes: true,
 	},
 	{
 		name: "mcc-status",
 		description: "Claude accounts: token state, usage, cooldowns, fallback lists, keychain backend (--refresh)",
-		completesLabels: false,
+		completes: false,
 	},
 	{
 		name: "mcc-remove",
 		description: "Remove a Claude account: deletes its keychain item and its label",
-		completesLabels: true,
+		completes: true,
 	},
 ];

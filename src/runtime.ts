@@ -1,6 +1,6 @@
 /**
- * Everything behind the extension's names, built once per settings on first use (index.ts loads this module
- * lazily): the keychain/config/broker core, the footer, the fallback stream and the command handlers. Adding a
+ * Everything behind the extension's names, built on first use (index.ts loads this module lazily): the
+ * keychain/config/broker core once per settings, and per pi session its account, footer and handlers. Adding a
  * command means a line in manifest.ts and a line in `run` below.
  */
 import {
@@ -11,22 +11,29 @@ import {
 	type SimpleStreamOptions,
 	streamSimpleAnthropic,
 } from "@mariozechner/pi-ai";
-import type { ExtensionCommandContext, ExtensionContext } from "@mariozechner/pi-coding-agent";
-import { AccountFooter } from "./commands/account-footer.ts";
-import { type CommandDeps, type LabelCompletion, labelCompletions, refreshFooter } from "./commands/command-support.ts";
+import type { ExtensionAPI, ExtensionCommandContext, ExtensionContext } from "@mariozechner/pi-coding-agent";
+import {
+	type CommandDeps,
+	completeArguments,
+	type LabelCompletion,
+	refreshFooter,
+} from "./commands/command-support.ts";
 import { fallbackCommand } from "./commands/fallback-command.ts";
 import { loginCommand } from "./commands/login-command.ts";
 import { removeCommand } from "./commands/remove-command.ts";
 import { statusCommand } from "./commands/status-command.ts";
-import { cycleAccounts, useCommand } from "./commands/use-command.ts";
+import { cycleAccounts, PROJECT_FLAG, useCommand } from "./commands/use-command.ts";
 import { ConfigError } from "./config/stores.ts";
-import { createCore } from "./core.ts";
+import { type Core, createCore } from "./core.ts";
 import { notifySafely } from "./host.ts";
 import type { CommandName } from "./manifest.ts";
-import { streamInto } from "./provider/multi-account-stream.ts";
+import { PI_LINE } from "./provider/models.ts";
+import { type RequestDeps, streamInto } from "./provider/multi-account-stream.ts";
+import { liveSessions, SessionAccount } from "./session/session-account.ts";
 import type { Settings } from "./settings.ts";
 
-export interface Runtime {
+/** The handlers of one pi session (one extension instance: pi calls the factory once per session). */
+export interface SessionRuntime {
 	stream(
 		model: Model<Api>,
 		context: Context,
@@ -34,35 +41,79 @@ export interface Runtime {
 		out: AssistantMessageEventStream,
 	): Promise<void>;
 	run: Record<CommandName, (args: string, ctx: ExtensionCommandContext) => Promise<void>>;
-	completeLabels(prefix: string): Promise<LabelCompletion[] | null>;
+	complete(command: CommandName, prefix: string): Promise<LabelCompletion[] | null>;
 	cycle(ctx: ExtensionContext): Promise<void>;
-	sessionStarted(ctx: ExtensionContext): Promise<void>;
+	started(ctx: ExtensionContext): Promise<void>;
+	/** The turn that will send a request began: its token read can start now. */
+	turnStarted(): void;
+	stopped(): void;
 }
+
+export interface Runtime {
+	core: Core;
+	openSession(pi: Pick<ExtensionAPI, "appendEntry">): SessionRuntime;
+}
+
+/** Flags each command completes, with the values a flag takes. */
+const FLAGS: Partial<Record<CommandName, Record<string, readonly string[]>>> = {
+	"mcc-use": { [PROJECT_FLAG]: ["off"] },
+};
 
 export function createRuntime(settings: Settings): Runtime {
 	const core = createCore(settings);
-	const footer = new AccountFooter();
-	const deps: CommandDeps = { core, footer };
-	const streamDeps = { core, delegate: streamSimpleAnthropic, reporter: footer };
+	const requestDeps: RequestDeps = { core, delegate: streamSimpleAnthropic, perRequestFetch: PI_LINE === "1.x" };
 	return {
-		stream: (model, context, options, out) => streamInto(streamDeps, model, context, options, out),
-		run: {
-			"mcc-login": (args, ctx) => loginCommand(deps, args, ctx),
-			"mcc-use": (args, ctx) => useCommand(deps, args, ctx),
-			"mcc-fallback": (args, ctx) => fallbackCommand(deps, args, ctx),
-			"mcc-status": (args, ctx) => statusCommand(deps, args, ctx),
-			"mcc-remove": (args, ctx) => removeCommand(deps, args, ctx),
-		},
-		completeLabels: labelCompletions(deps),
-		cycle: (ctx) => cycleAccounts(deps, ctx),
-		async sessionStarted(ctx) {
-			footer.attach(ctx.ui);
-			try {
-				await refreshFooter(deps);
-			} catch (error) {
-				footer.showActive(undefined);
-				if (error instanceof ConfigError) notifySafely(ctx, error.message, "warning");
-			}
+		core,
+		openSession(pi) {
+			const own = new SessionAccount(pi);
+			const deps: CommandDeps = { core, session: own };
+			const afterStart =
+				<A extends unknown[]>(command: (deps: CommandDeps, ...args: A) => Promise<void>) =>
+				async (...args: A): Promise<void> => {
+					await own.settled();
+					await command(deps, ...args);
+				};
+			const start = async (ctx: ExtensionContext): Promise<void> => {
+				try {
+					await own.start(ctx, await core.config.read());
+					if (own.sessionId && own.live) liveSessions().set(own.sessionId, own);
+					await refreshFooter(deps);
+				} catch (error) {
+					if (!(error instanceof ConfigError)) throw error;
+					own.footer.show({ label: undefined });
+					notifySafely(ctx, error.message, "warning");
+				}
+			};
+			return {
+				async stream(model, context, options, out) {
+					// pi 0.73 calls the last registered stream for every session of the process: find the request's
+					// own session by the id its options carry.
+					const id = (options as { sessionId?: unknown } | undefined)?.sessionId;
+					const session = (typeof id === "string" ? liveSessions().get(id) : undefined) ?? own;
+					await session.settled();
+					return streamInto(requestDeps, session, model, context, options, out);
+				},
+				run: {
+					"mcc-login": afterStart(loginCommand),
+					"mcc-use": afterStart(useCommand),
+					"mcc-fallback": afterStart(fallbackCommand),
+					"mcc-status": afterStart(statusCommand),
+					"mcc-remove": afterStart(removeCommand),
+				},
+				complete: (command, prefix) => completeArguments(deps, prefix, FLAGS[command]),
+				cycle: afterStart(cycleAccounts),
+				started(ctx) {
+					const starting = start(ctx);
+					own.beginStart(starting);
+					return starting;
+				},
+				turnStarted: () => own.prefetch(core.broker, Date.now()),
+				stopped() {
+					own.stop();
+					own.footer.detach();
+					if (own.sessionId && liveSessions().get(own.sessionId) === own) liveSessions().delete(own.sessionId);
+				},
+			};
 		},
 	};
 }

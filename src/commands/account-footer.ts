@@ -4,9 +4,19 @@ import type { AnswerReporter } from "../provider/multi-account-stream.ts";
 
 export const STATUS_KEY = "multi-claude-code";
 
+/** What the footer knows of its session's account. */
+export interface FooterAccount {
+	label: string | undefined;
+	/** The account comes from the project's binding. */
+	fromProject?: boolean;
+	/** The account's label is no longer in the config (removed, here or in another pi). */
+	removed?: boolean;
+}
+
 /**
- * The footer entry: the active account, its state when it is not usable, and which account actually answered
- * when a fallback fired. Only labels ever reach it.
+ * One session's footer entry: its account, that account's state when it is not usable, and which account actually
+ * answered when a fallback fired. Only labels ever reach it. Belongs to one session's UI: once that session is gone
+ * (replaced, reloaded), writes to it are dropped.
  */
 export class AccountFooter implements AnswerReporter {
 	private ui: ExtensionUIContext | undefined;
@@ -15,13 +25,23 @@ export class AccountFooter implements AnswerReporter {
 		this.ui = ui;
 	}
 
-	showActive(label: string | undefined, health?: AccountHealth, usage?: string): void {
+	detach(): void {
+		this.ui = undefined;
+	}
+
+	show(account: FooterAccount, health?: AccountHealth, usage?: string): void {
+		const { label } = account;
 		if (!label) {
 			this.set("claude: no account (/mcc-login <label>)");
 			return;
 		}
+		if (account.removed) {
+			this.set(`claude: ${label} (removed: /mcc-use <label> or /mcc-login ${label})`);
+			return;
+		}
+		const origin = account.fromProject ? " (project)" : "";
 		const suffix = healthSuffix(label, health);
-		this.set(`claude: ${label}${suffix || (usage ? ` · ${usage}` : "")}`);
+		this.set(`claude: ${label}${origin}${suffix || (usage ? ` · ${usage}` : "")}`);
 	}
 
 	answered(origin: string, label: string, usage?: string): void {
@@ -37,7 +57,7 @@ export class AccountFooter implements AnswerReporter {
 		// A failed refresh (network, busy lock) says nothing about the account itself: the footer stays as it is.
 		if (error.kind === "refresh_failed" || error.kind === "busy") return;
 		const status = error.kind === "keychain" ? "keychain_error" : error.kind;
-		this.showActive(label, { label, status });
+		this.show({ label }, { label, status });
 	}
 
 	private set(text: string): void {

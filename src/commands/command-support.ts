@@ -1,10 +1,9 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
-import { defaultAccount } from "../config/schema.ts";
 import type { Core } from "../core.ts";
 import { headlineText } from "../provider/usage.ts";
 import { redactSecrets } from "../redact.ts";
+import type { SessionAccount } from "../session/session-account.ts";
 import { errorText, printable } from "../text.ts";
-import type { AccountFooter } from "./account-footer.ts";
 
 /** The shape pi's argument completion takes (pi-tui's AutocompleteItem). */
 export interface LabelCompletion {
@@ -15,7 +14,8 @@ export interface LabelCompletion {
 export interface CommandDeps {
 	/** Built by the lazily loaded runtime, so commands never wait for it. */
 	core: Core;
-	footer: AccountFooter;
+	/** The session the command runs in: its account, its footer. */
+	session: SessionAccount;
 }
 
 /** Every command failure ends here: a notification that says what to do, never a throw into pi, never a token. */
@@ -29,36 +29,59 @@ export function splitArgs(args: string): string[] {
 	return args.trim().split(/\s+/).filter(Boolean);
 }
 
-/** Label completions for command arguments; quiet (null) when the config cannot be read. */
-export function labelCompletions(deps: CommandDeps): (prefix: string) => Promise<LabelCompletion[] | null> {
-	return async (prefix) => {
-		try {
-			const config = await deps.core.config.read();
-			const words = prefix.split(/\s+/);
-			const last = words.pop() ?? "";
-			const head = words.length > 0 ? `${words.join(" ")} ` : "";
-			const items = config.accounts
-				.filter((account) => account.label.startsWith(last) && !words.includes(account.label))
-				.map((account) => ({ value: `${head}${account.label}`, label: account.label }));
-			return items.length > 0 ? items : null;
-		} catch {
-			return null;
-		}
-	};
+/**
+ * Completions for a command's arguments: account labels and the command's flags (a flag's value after it, e.g.
+ * `--project off`). Quiet (null) when the config cannot be read.
+ */
+export async function completeArguments(
+	deps: CommandDeps,
+	prefix: string,
+	flags: Readonly<Record<string, readonly string[]>> = {},
+): Promise<LabelCompletion[] | null> {
+	try {
+		const words = prefix.split(/\s+/);
+		const last = words.pop() ?? "";
+		const head = words.length > 0 ? `${words.join(" ")} ` : "";
+		const previous = words.at(-1);
+		const values = previous !== undefined && Object.hasOwn(flags, previous) ? flags[previous]! : undefined;
+		const candidates =
+			values && values.length > 0
+				? [...values]
+				: [
+						...(await deps.core.config.read()).accounts.map((account) => account.label),
+						...(last === "" || last.startsWith("-") ? Object.keys(flags) : []),
+					];
+		const items = candidates
+			.filter((candidate) => candidate.startsWith(last) && !words.includes(candidate))
+			.map((candidate) => ({ value: `${head}${candidate}`, label: candidate }));
+		return items.length > 0 ? items : null;
+	} catch {
+		return null;
+	}
 }
 
-/** Refreshes the footer from the config and the active account's keychain state. */
+/** Repaints the session's footer: its account, that account's keychain state and its last usage figure. */
 export async function refreshFooter(deps: CommandDeps): Promise<void> {
-	const { core } = deps;
+	const { core, session } = deps;
 	const config = await core.config.read();
-	const active = defaultAccount(config);
-	const usage = active
-		? await core.state.read().then(
-				(state) => state.usage[active],
-				() => undefined,
-			)
-		: undefined;
-	deps.footer.showActive(active, active ? await core.broker.describe(active) : undefined, headlineText(usage));
+	const label = session.origin(config);
+	if (!label) {
+		session.footer.show({ label: undefined });
+		return;
+	}
+	if (!config.accounts.some((account) => account.label === label)) {
+		session.footer.show({ label, removed: true });
+		return;
+	}
+	const usage = await core.state.read().then(
+		(state) => state.usage[label],
+		() => undefined,
+	);
+	session.footer.show(
+		{ label, fromProject: session.source === "project" },
+		await core.broker.describe(label),
+		headlineText(usage),
+	);
 }
 
 export function unknownLabelText(label: string, known: string[]): string {

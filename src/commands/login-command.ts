@@ -82,6 +82,8 @@ export async function loginCommand(deps: CommandDeps, args: string, ctx: Extensi
 			config.activeLabel ??= label;
 			return { next: config, result: !existing };
 		});
+		// A session without an account (the first login) starts using the new one.
+		if (!deps.session.label) deps.session.choose(label, "chosen");
 		const minutes = Math.max(0, Math.round((expires - Date.now()) / 60_000));
 		ctx.ui.notify(
 			`${created ? "Added" : "Logged in again:"} account "${label}". Its tokens are in the ${core.broker.backend} ` +

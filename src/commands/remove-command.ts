@@ -21,18 +21,24 @@ export async function removeCommand(deps: CommandDeps, args: string, ctx: Extens
 			return;
 		}
 		const hadItem = await core.broker.remove(label);
-		await core.config.update((current) => {
+		const unbound = await core.config.update((current) => {
 			current.accounts = current.accounts.filter((account) => account.label !== label);
 			for (const account of current.accounts) {
 				account.fallbackTo = account.fallbackTo.filter((target) => target !== label);
 			}
 			if (current.activeLabel === label) current.activeLabel = current.accounts[0]?.label;
-			return { next: current, result: undefined };
+			const bindings = current.projects ?? [];
+			current.projects = bindings.filter((binding) => binding.label !== label);
+			if (current.projects.length === 0) delete current.projects;
+			return { next: current, result: bindings.filter((binding) => binding.label === label).map((b) => b.path) };
 		});
 		await clearCooldown(core.state, label).catch(() => {});
+		const bindingNote = unbound.length > 0 ? ` Its project bindings were removed too: ${unbound.join(", ")}.` : "";
+		const sessionNote =
+			deps.session.label === label ? " This session used it: pick another account with /mcc-use." : "";
 		ctx.ui.notify(
-			`Removed account "${label}"${hadItem ? ` and its ${core.broker.backend} item` : " (it had no keychain item)"}. ` +
-				"To revoke the grant on Anthropic's side too, see the README (Revoking an account).",
+			`Removed account "${label}"${hadItem ? ` and its ${core.broker.backend} item` : " (it had no keychain item)"}.` +
+				`${bindingNote}${sessionNote} To revoke the grant on Anthropic's side too, see the README (Revoking an account).`,
 			"info",
 		);
 		await refreshFooter(deps);

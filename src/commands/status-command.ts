@@ -1,8 +1,10 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
 import type { AccountHealth } from "../broker/token-broker.ts";
-import { defaultAccount, type UsageSnapshot } from "../config/schema.ts";
+import type { UsageSnapshot } from "../config/schema.ts";
 import { activeCooldowns } from "../provider/fallback-policy.ts";
 import { fetchOAuthUsage, formatPercent, recordUsage } from "../provider/usage.ts";
+import { describeBindings } from "../session/projects.ts";
+import type { AccountSource } from "../session/session-account.ts";
 import { errorText, formatDuration } from "../text.ts";
 import { type CommandDeps, reportFailure, splitArgs } from "./command-support.ts";
 
@@ -44,7 +46,7 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 			return undefined;
 		});
 		const cooldowns = activeCooldowns(state ?? { cooldowns: {} }, now);
-		const active = defaultAccount(config);
+		const active = deps.session.origin(config);
 		const lines = [`Claude accounts (secrets in the ${core.broker.backend}; config ${core.paths.configFile}):`];
 		if (config.accounts.length === 0) lines.push("  none yet: add one with /mcc-login <label>");
 		let broken = false;
@@ -65,6 +67,8 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 					`logged in ${new Date(account.loggedInAt).toISOString().slice(0, 10)} (${age(now - account.loggedInAt)})`,
 				);
 			}
+			if (account.label === active) parts.unshift(sessionText(deps.session.source));
+			if (account.label === config.activeLabel) parts.push("default for new sessions");
 			lines.push(`${account.label === active ? "* " : "  "}${account.label}: ${parts.join("; ")}`);
 			if (health.detail) {
 				lines.push(`    ${health.detail}`);
@@ -77,11 +81,26 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 				broken = true;
 			}
 		}
+		if (active && !config.accounts.some((account) => account.label === active)) {
+			lines.push(`* ${active}: REMOVED, yet this session uses it: /mcc-use <label> switches it.`);
+			broken = true;
+		}
+		const bindings = await describeBindings(config.projects);
+		if (bindings.length > 0) {
+			lines.push("Project bindings (new sessions there start on the account):");
+			for (const binding of bindings) {
+				lines.push(`  ${binding.path} → ${binding.label}${binding.exists ? "" : " (directory no longer exists)"}`);
+			}
+		}
 		lines.push(...problems.map((problem) => `  (${problem})`));
 		ctx.ui.notify(lines.join("\n"), broken || problems.length > 0 ? "warning" : "info");
 	} catch (error) {
 		reportFailure(ctx, error);
 	}
+}
+
+function sessionText(source: AccountSource | undefined): string {
+	return source === "project" ? "this session's account (project binding)" : "this session's account";
 }
 
 function healthText(health: AccountHealth, now: number): string {

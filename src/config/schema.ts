@@ -40,11 +40,27 @@ const accountSchema = z.looseObject({
 	preemptiveFallbackAt: z.number().min(0.5).max(1).optional(),
 });
 
+/**
+ * A project bound to an account: new sessions whose working directory is `path` or below start on `label`. Kept
+ * in the user's own config, never in the project (a cloned repository must not choose an account).
+ */
+const projectBindingSchema = z.object({
+	/** The project's root (its git work tree, else the directory), absolute and with symlinks resolved. */
+	path: z
+		.string()
+		.min(1)
+		.max(4096)
+		.refine((path) => /^(\/|[A-Za-z]:[\\/]|\\\\)/.test(path), "not an absolute path"),
+	label,
+});
+
 export const configSchema = z
 	.looseObject({
 		version: z.literal(CONFIG_VERSION),
+		/** The account new sessions start on when no project binding applies: the one last chosen in any session. */
 		activeLabel: label.optional(),
 		accounts: z.array(accountSchema).max(500).default([]),
+		projects: z.array(projectBindingSchema).max(500).optional(),
 	})
 	.superRefine((config, ctx) => {
 		const labels = new Set<string>();
@@ -73,10 +89,25 @@ export const configSchema = z
 		if (config.activeLabel !== undefined && !labels.has(config.activeLabel)) {
 			ctx.addIssue({ code: "custom", path: ["activeLabel"], message: `unknown account "${config.activeLabel}"` });
 		}
+		const paths = new Set<string>();
+		config.projects?.forEach((binding, index) => {
+			if (!labels.has(binding.label)) {
+				ctx.addIssue({
+					code: "custom",
+					path: ["projects", index, "label"],
+					message: `unknown account "${binding.label}"`,
+				});
+			}
+			if (paths.has(binding.path)) {
+				ctx.addIssue({ code: "custom", path: ["projects", index, "path"], message: "this project is bound twice" });
+			}
+			paths.add(binding.path);
+		});
 	});
 
 export type AccountsConfig = z.infer<typeof configSchema>;
 export type AccountEntry = AccountsConfig["accounts"][number];
+export type ProjectBinding = z.infer<typeof projectBindingSchema>;
 
 export function emptyConfig(): AccountsConfig {
 	return { version: CONFIG_VERSION, accounts: [] };

@@ -4,8 +4,9 @@
  * model's metadata (compat: strict tools, adaptive thinking, betas, fallbacks; promptCache; inputLimits), so
  * nothing is picked out: only what makes a model this provider's changes.
  */
-import * as piAi from "@mariozechner/pi-ai";
+
 import type { Api, Model } from "@mariozechner/pi-ai";
+import * as piAi from "@mariozechner/pi-ai";
 import type { ProviderModelConfig } from "@mariozechner/pi-coding-agent";
 import { PROVIDER_ID } from "../manifest.ts";
 

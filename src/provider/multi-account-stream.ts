@@ -1,3 +1,9 @@
+/**
+ * The request path, the heart of the provider: a request of a session starts from that session's account, asks
+ * the broker for its token, delegates to pi-ai's Anthropic streaming, and on a rate limit or overload before any
+ * content retries on the origin's own fallback list (directional, not transitive, at most 5 hops). Three steps
+ * share one `Request`: plan the attempts, try one account, end without an answer.
+ */
 import {
 	type Api,
 	type AssistantMessageEvent,
@@ -8,11 +14,12 @@ import {
 	type SimpleStreamOptions,
 } from "@mariozechner/pi-ai";
 import { AccountError } from "../broker/token-broker.ts";
-import { type Cooldown, defaultAccount, type UsageSnapshot } from "../config/schema.ts";
+import type { AccountsConfig, Cooldown, UsageSnapshot } from "../config/schema.ts";
 import type { Core } from "../core.ts";
-import { errorAssistantMessage } from "../host.ts";
+import { failStream } from "../host.ts";
 import { PROVIDER_ID } from "../manifest.ts";
 import { redactSecrets } from "../redact.ts";
+import type { SessionAccount } from "../session/session-account.ts";
 import { errorText } from "../text.ts";
 import {
 	activeCooldowns,
@@ -21,17 +28,18 @@ import {
 	DEFAULT_COOLDOWN_MS,
 	planAttempts,
 } from "./fallback-policy.ts";
-import { type CapturedResponse, withResponseCapture } from "./response-capture.ts";
+import { ANTHROPIC_API } from "./models.ts";
+import { type CapturedResponse, recordingFetch, withResponseCapture } from "./response-capture.ts";
 import { applyUsage, headlineText, preemptionUntil, readUsageHeaders } from "./usage.ts";
 
-type StreamFn = (model: Model<Api>, context: Context, options?: SimpleStreamOptions) => AssistantMessageEventStream;
-type AnthropicStreamFn = (
+/** pi-ai's Anthropic streaming (`streamSimpleAnthropic`), or a scripted stand-in in unit tests. */
+export type AnthropicStreamFn = (
 	model: Model<"anthropic-messages">,
 	context: Context,
 	options?: SimpleStreamOptions,
 ) => AssistantMessageEventStream;
 
-/** Told which account answered (or could not be used), so the footer can say so. */
+/** Told which account answered (or could not be used), so the session's footer can say so. */
 export interface AnswerReporter {
 	/** `usage` is the account's headline rate-limit figure ("5h 42%") when the response reported one. */
 	answered(origin: string, label: string, usage?: string): void;
@@ -39,177 +47,274 @@ export interface AnswerReporter {
 	unusable(label: string, error: AccountError): void;
 }
 
-export interface MultiAccountStreamDeps {
+export interface RequestDeps {
 	core: Core;
-	/** pi-ai's Anthropic streaming (`streamSimpleAnthropic`). */
 	delegate: AnthropicStreamFn;
-	reporter: AnswerReporter;
-	baseUrl?: () => string;
+	/**
+	 * pi-ai 1.x takes a fetch per request, so the response is captured through it; pi-ai 0.73 does not, and a
+	 * process-wide wrapper captures it instead (see response-capture.ts).
+	 */
+	perRequestFetch: boolean;
 	now?: () => number;
+	/** The Messages API (default: the settings' PI_MCC_ANTHROPIC_BASE_URL, else Anthropic's). */
+	baseUrl?: string;
 }
 
-/**
- * The provider's `streamSimple`: picks the active account, asks the broker for its token, delegates to pi-ai's
- * Anthropic streaming, and on a rate limit before any content retries on the origin's fallback list.
- */
-export function createMultiAccountStream(deps: MultiAccountStreamDeps): StreamFn {
+type ErrorEvent = Extract<AssistantMessageEvent, { type: "error" }>;
+type Options = SimpleStreamOptions & { fetch?: typeof globalThis.fetch; disableContinuation?: boolean };
+
+/** Everything one request's steps share. */
+interface Request {
+	deps: RequestDeps;
+	session: SessionAccount;
+	model: Model<Api>;
+	context: Context;
+	options: Options | undefined;
+	out: AssistantMessageEventStream;
+	now: () => number;
+	/** The session's account: fallbacks are taken from its list only, and it is never silently replaced. */
+	origin: string;
+	/** Its token, read while the plan is made (or since the turn started: see SessionAccount.prefetch). */
+	originToken: Promise<string>;
+	attempts: string[];
+	/** Accounts that answered with a rate limit or overload, in order. */
+	limited: string[];
+	/** Fallback targets that could not be used (revoked, keychain), with why. */
+	skipped: string[];
+	/** State-file writes (usage figures, cooldowns) in flight: the last event waits for them. */
+	writes: Promise<void>[];
+	lastLimit?: { event: ErrorEvent; token: string; kind: "rate-limited" | "overloaded" };
+}
+
+/** The provider's stream function for one session, for callers outside pi (worker processes, tests). */
+export function createMultiAccountStream(
+	deps: RequestDeps,
+	session: SessionAccount,
+): (model: Model<Api>, context: Context, options?: SimpleStreamOptions) => AssistantMessageEventStream {
 	return (model, context, options) => {
 		const out = createAssistantMessageEventStream();
-		void streamInto(deps, model, context, options, out);
+		void streamInto(deps, session, model, context, options, out);
 		return out;
 	};
 }
 
-/** Same as the stream function, into a stream the caller already handed to pi. Never rejects. */
+/** The provider's stream for a request of `session`, into a stream already handed to pi. Never rejects. */
 export async function streamInto(
-	deps: MultiAccountStreamDeps,
+	deps: RequestDeps,
+	session: SessionAccount,
 	model: Model<Api>,
 	context: Context,
 	options: SimpleStreamOptions | undefined,
 	out: AssistantMessageEventStream,
 ): Promise<void> {
-	const now = deps.now ?? Date.now;
-	const baseUrl = deps.baseUrl ?? (() => deps.core.settings.anthropicBaseUrl);
 	try {
-		await runWithFallback(deps, model, context, options, out, now, baseUrl());
+		const request = await planRequest(deps, session, model, context, options, out);
+		if (!request) return;
+		for (let index = 0; index < request.attempts.length; index++) {
+			if ((await tryAccount(request, index)) === "ended") return;
+		}
+		await endWithoutAnswer(request);
 	} catch (error) {
 		// Anything unexpected still ends the stream with an error event, never a throw into pi.
-		const message = errorText(error);
-		failStream(out, model, `${PROVIDER_ID}: ${redactSecrets(message)}`);
+		failStream(out, model, `${PROVIDER_ID}: ${redactSecrets(errorText(error))}`);
 	}
 }
 
-async function runWithFallback(
-	deps: MultiAccountStreamDeps,
+/**
+ * Step 1: the origin, its token read (started first: it is the slowest step), and the accounts to try. A revoked
+ * or logged-out origin fails even when it is cooling down and its fallbacks would be asked: the account the
+ * person chose is never silently replaced. `undefined` when the request already ended.
+ */
+async function planRequest(
+	deps: RequestDeps,
+	session: SessionAccount,
 	model: Model<Api>,
 	context: Context,
-	options: SimpleStreamOptions | undefined,
+	options: Options | undefined,
 	out: AssistantMessageEventStream,
-	now: () => number,
-	baseUrl: string,
-): Promise<void> {
+): Promise<Request | undefined> {
 	const { core } = deps;
-	let origin: string;
-	let attempts: string[];
-	let originToken: Promise<string>;
-	try {
-		const config = await core.config.read();
-		if (config.accounts.length === 0) {
-			return failStream(
-				out,
-				model,
-				`${PROVIDER_ID}: no Claude account yet. Run /mcc-login <label> (e.g. /mcc-login personal).`,
-			);
-		}
-		origin = defaultAccount(config)!;
-		// The keychain read is the slowest step before the request: it runs while the state file is read.
-		originToken = core.broker.getAccessToken(origin);
-		originToken.catch(() => {});
-		// A broken state file must not block requests: without it, no account counts as cooling down.
-		const state = await core.state.read().catch(() => undefined);
-		const cooldowns = state ? activeCooldowns(state, now()) : { until: () => undefined };
-		const account = config.accounts.find((entry) => entry.label === origin);
-		const preempted = preemptionUntil(account?.preemptiveFallbackAt, state?.usage[origin], now());
-		attempts = planAttempts(origin, config, {
-			until: (label) => cooldowns.until(label) ?? (label === origin ? preempted : undefined),
-		});
-	} catch (error) {
-		return failStream(out, model, `${PROVIDER_ID}: ${errorText(error)}`);
+	const now = deps.now ?? Date.now;
+	const config = await core.config.read();
+	const origin = session.origin(config);
+	if (!origin) {
+		failStream(
+			out,
+			model,
+			`${PROVIDER_ID}: no Claude account yet. Run /mcc-login <label> (e.g. /mcc-login personal).`,
+		);
+		return undefined;
 	}
-
+	const account = config.accounts.find((entry) => entry.label === origin);
+	if (!account) {
+		session.footer.show({ label: origin, removed: true });
+		failStream(out, model, `${PROVIDER_ID}: ${removedText(origin, config)}`);
+		return undefined;
+	}
+	const originToken = session.takePrefetched(origin, now()) ?? core.broker.getAccessToken(origin);
+	originToken.catch(() => {});
+	// A broken state file must not block requests: without it, no account counts as cooling down.
+	const state = await core.state.read().catch(() => undefined);
+	const cooldowns = state ? activeCooldowns(state, now()) : { until: () => undefined };
+	const preempted = preemptionUntil(account.preemptiveFallbackAt, state?.usage[origin], now());
+	const attempts = isCacheWarmingReplay(options)
+		? [origin]
+		: planAttempts(origin, config, {
+				until: (label) => cooldowns.until(label) ?? (label === origin ? preempted : undefined),
+			});
+	const request: Request = {
+		deps,
+		session,
+		model,
+		context,
+		options,
+		out,
+		now,
+		origin,
+		originToken,
+		attempts,
+		limited: [],
+		skipped: [],
+		writes: [],
+	};
 	if (attempts[0] !== origin) {
-		// The origin is cooling down and will not be asked, but a revoked or logged-out origin must still fail
-		// rather than be silently replaced by its fallbacks. (A refresh that merely could not reach the token
-		// endpoint does not stop its fallbacks.)
+		// A refresh that merely could not reach the token endpoint (or a busy lock) does not stop the fallbacks.
 		const failure = await originToken.then(
 			() => undefined,
 			(error: unknown) => error,
 		);
 		if (failure instanceof AccountError && failure.kind !== "refresh_failed" && failure.kind !== "busy") {
-			deps.reporter.unusable(origin, failure);
-			return failStream(out, model, `${PROVIDER_ID}: ${failure.message}`);
+			session.footer.unusable(origin, failure);
+			failStream(out, model, `${PROVIDER_ID}: ${failure.message}`);
+			return undefined;
 		}
 	}
-	const limited: string[] = [];
-	const skipped: string[] = [];
-	const writes: Promise<void>[] = [];
-	const settleWrites = async (): Promise<void> => {
-		await Promise.allSettled(writes.splice(0));
-	};
-	let lastLimit: { event: ErrorEvent; token: string; kind: string } | undefined;
-	for (let index = 0; index < attempts.length; index++) {
-		const label = attempts[index]!;
-		if (index > 0 && lastLimit) deps.reporter.fellBack(attempts[index - 1]!, label, lastLimit.kind);
-		let token: string;
-		try {
-			token = await (label === origin ? originToken : core.broker.getAccessToken(label));
-		} catch (error) {
-			const message = error instanceof AccountError ? error.message : `Account "${label}" is unusable.`;
-			// The account the person chose is never silently replaced; a broken fallback target is skipped.
-			if (label === origin) {
-				if (error instanceof AccountError) deps.reporter.unusable(label, error);
-				return failStream(out, model, `${PROVIDER_ID}: ${message}`);
-			}
-			skipped.push(message);
-			continue;
+	return request;
+}
+
+/**
+ * Step 2: one account. "ended" when the stream is done (an answer, or an error that is not the account's limit);
+ * "next" when the next account may be asked (it was limited, or it is a fallback that cannot be used).
+ */
+async function tryAccount(request: Request, index: number): Promise<"ended" | "next"> {
+	const { deps, session, model, out, origin, now } = request;
+	const label = request.attempts[index]!;
+	if (index > 0 && request.lastLimit)
+		session.footer.fellBack(request.attempts[index - 1]!, label, request.lastLimit.kind);
+	let token: string;
+	try {
+		token = await (label === origin ? request.originToken : deps.core.broker.getAccessToken(label));
+	} catch (error) {
+		const message = error instanceof AccountError ? error.message : `Account "${label}" is unusable.`;
+		if (label !== origin) {
+			request.skipped.push(message);
+			return "next";
 		}
-		const captured: CapturedResponse = {};
-		const inner = withResponseCapture(captured, () =>
-			deps.delegate({ ...model, api: "anthropic-messages" as const, baseUrl }, context, {
-				...options,
-				apiKey: token,
-				// The Anthropic SDK would otherwise retry 429s itself, honouring retry-after without a cap, and the
-				// fallback would never get to act.
-				maxRetries: 0,
-			}),
-		);
-		const outcome = await forwardOrHoldFailure(inner, out, token, settleWrites);
-		// Rate-limit figures ride on every response; they are saved alongside the stream, never in its way.
-		const usage = readUsageHeaders(captured.headers, now());
-		if (outcome.kind === "forwarded") {
-			if (usage) writes.push(saveAttempt(core, label, usage));
-			deps.reporter.answered(origin, label, headlineText(usage));
-			await settleWrites();
-			out.end();
-			return;
-		}
-		const event = outcome.event;
-		const failure = classifyFailure(
-			{ status: captured.status, headers: captured.headers, errorMessage: event.error.errorMessage },
-			now(),
-		);
-		if (event.reason !== "aborted" && (failure.kind === "rate_limit" || failure.kind === "overloaded")) {
-			// Not awaited here: the next account is asked while the cooldown is written. The stream's last event
-			// waits for the write, so a session that starts after this answer already sees the cooldown.
-			const cooldown = {
-				until: failure.cooldownUntil ?? now() + DEFAULT_COOLDOWN_MS,
-				reason: failure.kind,
-				setAt: now(),
-			};
-			writes.push(saveAttempt(core, label, usage, cooldown));
-			limited.push(label);
-			lastLimit = { event, token, kind: failure.kind === "overloaded" ? "overloaded" : "rate-limited" };
-			continue;
-		}
-		let text = event.error.errorMessage ?? "the request failed";
-		if (failure.kind === "auth") {
-			text = `Anthropic refused the token of account "${label}" (${text}). Run /mcc-login ${label} to log in again.`;
-		}
-		if (usage) writes.push(saveAttempt(core, label, usage));
-		await settleWrites();
-		return surface(out, event, text, skipped, token);
+		if (error instanceof AccountError) session.footer.unusable(label, error);
+		failStream(out, model, `${PROVIDER_ID}: ${message}`);
+		return "ended";
 	}
-	await settleWrites();
+	const captured: CapturedResponse = {};
+	const outcome = await forwardOrHoldFailure(delegate(request, label, token, captured), out, token, () =>
+		settle(request),
+	);
+	// Rate-limit figures ride on every response; they are saved alongside the stream, never in its way.
+	const usage = readUsageHeaders(captured.headers, now());
+	if (outcome.kind === "forwarded") {
+		if (usage) request.writes.push(saveAttempt(deps.core, label, usage));
+		session.lastAnswered = label;
+		session.footer.answered(origin, label, headlineText(usage));
+		await settle(request);
+		out.end();
+		return "ended";
+	}
+	const { event } = outcome;
+	const failure = classifyFailure(
+		{ status: captured.status, headers: captured.headers, errorMessage: event.error.errorMessage },
+		now(),
+	);
+	if (event.reason !== "aborted" && (failure.kind === "rate_limit" || failure.kind === "overloaded")) {
+		// Not awaited here: the next account is asked while the cooldown is written. The stream's last event
+		// waits for the write, so a session that starts after this answer already sees the cooldown.
+		const cooldown = {
+			until: failure.cooldownUntil ?? now() + DEFAULT_COOLDOWN_MS,
+			reason: failure.kind,
+			setAt: now(),
+		};
+		request.writes.push(saveAttempt(deps.core, label, usage, cooldown));
+		request.limited.push(label);
+		request.lastLimit = { event, token, kind: failure.kind === "overloaded" ? "overloaded" : "rate-limited" };
+		return "next";
+	}
+	let text = event.error.errorMessage ?? "the request failed";
+	if (failure.kind === "auth") {
+		text = `Anthropic refused the token of account "${label}" (${text}). Run /mcc-login ${label} to log in again.`;
+	}
+	if (usage) request.writes.push(saveAttempt(deps.core, label, usage));
+	await settle(request);
+	surface(request, event, text, token);
+	return "ended";
+}
+
+/** Step 3: every allowed account was limited (or unusable): one error that says which, and what to do. */
+async function endWithoutAnswer(request: Request): Promise<void> {
+	const { origin, limited, lastLimit } = request;
+	await settle(request);
 	if (!lastLimit) {
-		return failStream(out, model, `${PROVIDER_ID}: no usable account for "${origin}". ${skipped.join(" ")}`);
+		failStream(
+			request.out,
+			request.model,
+			`${PROVIDER_ID}: no usable account for "${origin}". ${request.skipped.join(" ")}`,
+		);
+		return;
 	}
 	const detail = lastLimit.event.error.errorMessage ?? "rate limited";
 	const text =
 		limited.length > 1
 			? `every account allowed for "${origin}" is rate-limited or overloaded (${limited.join(", ")}): ${detail}`
 			: `account "${limited[0]}" is ${lastLimit.kind}: ${detail}.` +
-				(attempts.length === 1 ? ` It has no usable fallback; see /mcc-fallback ${origin}.` : "");
-	return surface(out, lastLimit.event, text, skipped, lastLimit.token);
+				(request.attempts.length === 1 ? ` It has no usable fallback; see /mcc-fallback ${origin}.` : "");
+	surface(request, lastLimit.event, text, lastLimit.token);
+}
+
+/**
+ * pi-ai's Anthropic streaming for one account: the request pi built, unchanged (every option and hook passes
+ * through: onPayload, onResponse, onProviderStreamEvent, the signal, headers, session id), with the account's token.
+ */
+function delegate(
+	request: Request,
+	label: string,
+	token: string,
+	captured: CapturedResponse,
+): AssistantMessageEventStream {
+	const { deps, options, session } = request;
+	const switched = session.lastAnswered !== undefined && session.lastAnswered !== label;
+	const delegated: Options = {
+		...options,
+		apiKey: token,
+		// The Anthropic SDK would otherwise retry 429s itself, honouring retry-after without a cap, and the fallback
+		// would never get to act (pi-ai 1.x already sends 0 to the SDK and retries by options.maxRetries itself).
+		maxRetries: 0,
+		// pi-ai 1.x continues a session's message thread on the server; another account cannot continue it.
+		...(switched ? { disableContinuation: true } : {}),
+		...(deps.perRequestFetch ? { fetch: recordingFetch(captured, options?.fetch) } : {}),
+	};
+	const model = {
+		...request.model,
+		api: ANTHROPIC_API,
+		baseUrl: deps.baseUrl ?? deps.core.settings.anthropicBaseUrl,
+	} as Model<"anthropic-messages">;
+	if (deps.perRequestFetch) return deps.delegate(model, request.context, delegated);
+	return withResponseCapture(captured, () => deps.delegate(model, request.context, delegated));
+}
+
+/** pi 1.x keeps an idle prompt cache warm by replaying a request with one output token: never another account's. */
+function isCacheWarmingReplay(options: Options | undefined): boolean {
+	return options?.maxTokens === 1 && options.disableContinuation === true;
+}
+
+async function settle(request: Request): Promise<void> {
+	await Promise.allSettled(request.writes.splice(0));
 }
 
 /** One state-file write per attempt: the account's rate-limit figures and, when it was refused, its cooldown. */
@@ -223,20 +328,21 @@ async function saveAttempt(core: Core, label: string, usage?: UsageSnapshot, coo
 		.catch(() => {});
 }
 
-type ErrorEvent = Extract<AssistantMessageEvent, { type: "error" }>;
-
 /** Ends the stream with pi-ai's own error event, its text replaced by a redacted, explained one. */
-function surface(
-	out: AssistantMessageEventStream,
-	event: ErrorEvent,
-	text: string,
-	skipped: string[],
-	token: string,
-): void {
-	const full = skipped.length > 0 ? `${text} Skipped: ${skipped.join(" ")}` : text;
+function surface(request: Request, event: ErrorEvent, text: string, token: string): void {
+	const full = request.skipped.length > 0 ? `${text} Skipped: ${request.skipped.join(" ")}` : text;
 	event.error.errorMessage = `${PROVIDER_ID}: ${redactSecrets(full, [token])}`;
-	out.push(event);
-	out.end();
+	request.out.push(event);
+	request.out.end();
+}
+
+function removedText(label: string, config: Readonly<AccountsConfig>): string {
+	const known = config.accounts.map((account) => account.label);
+	const others = known.length > 0 ? ` Known accounts: ${known.join(", ")}.` : "";
+	return (
+		`this session's account "${label}" was removed.${others} Run /mcc-use <label> to switch this session, or ` +
+		`/mcc-login ${label} to add it again.`
+	);
 }
 
 type Outcome = { kind: "forwarded" } | { kind: "failed"; event: ErrorEvent };
@@ -276,9 +382,4 @@ async function forwardOrHoldFailure(
 	}
 	if (!streaming) for (const early of held) out.push(early);
 	return { kind: "forwarded" };
-}
-
-function failStream(out: AssistantMessageEventStream, model: Model<Api>, message: string): void {
-	out.push({ type: "error", reason: "error", error: errorAssistantMessage(model, message) });
-	out.end();
 }

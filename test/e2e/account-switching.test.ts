@@ -109,17 +109,24 @@ describe("switching accounts in a running session", () => {
 		expect(lastToken()).toBe(accounts.work?.access);
 	});
 
-	it("deletes the keychain item and the label on /mcc-remove, and the next request uses another account", async () => {
+	it("deletes the keychain item and the label on /mcc-remove; the session then says so instead of using another account", async () => {
 		const accounts = await threeAccounts("work");
 		const pi = await world.start();
 		await pi.runCommand("/mcc-remove work");
 		expect(pi.ui.notifications.at(-1)?.type).toBe("info");
+		expect(pi.ui.notifications.at(-1)?.message).toContain("/mcc-use");
 		expect(await keychainLookup(world.env.keychainService, "work")).toBeUndefined();
 		expect(await keychainLookup(world.env.keychainService, "home")).toBeDefined();
 		const config = JSON.parse(await fs.readFile(world.env.configFile, "utf8")) as { accounts: { label: string }[] };
 		expect(config.accounts.map((a) => a.label)).toEqual(["home", "side"]);
-		expect(pi.footer()).not.toMatch(/\bwork\b/);
-		const result = await pi.prompt("hello");
+		expect(pi.footer()).toContain("work (removed");
+		const before = world.api.requests.length;
+		const refused = await pi.prompt("hello");
+		expect(refused.stopReason).toBe("error");
+		expect(refused.errorMessage).toContain('account "work" was removed');
+		expect(world.api.requests).toHaveLength(before);
+		await pi.runCommand("/mcc-use home");
+		const result = await pi.prompt("hello again");
 		expect(result.text).toBe("answer from home");
 		expect(lastToken()).toBe(accounts.home?.access);
 	});

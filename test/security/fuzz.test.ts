@@ -19,7 +19,6 @@ import type { ExtensionCommandContext } from "@mariozechner/pi-coding-agent";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseCredentials } from "../../src/broker/credentials.ts";
 import { AccountError, TokenBroker } from "../../src/broker/token-broker.ts";
-import { AccountFooter } from "../../src/commands/account-footer.ts";
 import type { CommandDeps } from "../../src/commands/command-support.ts";
 import { fallbackCommand } from "../../src/commands/fallback-command.ts";
 import { loginCommand } from "../../src/commands/login-command.ts";
@@ -32,6 +31,7 @@ import { type Core, createCore } from "../../src/core.ts";
 import { OsSecretStore } from "../../src/keychain/os-secret-store.ts";
 import { HttpTokenEndpoint } from "../../src/oauth/token-endpoint.ts";
 import { createMultiAccountStream } from "../../src/provider/multi-account-stream.ts";
+import { SessionAccount } from "../../src/session/session-account.ts";
 import { readSettings } from "../../src/settings.ts";
 import { fakeAccessToken, fakeRefreshToken, setupAccounts } from "../helpers/accounts.ts";
 import { ok } from "../helpers/fake-anthropic-api.ts";
@@ -80,10 +80,10 @@ beforeAll(async () => {
 	console.log(`[fuzz] seed ${seed} (PI_MCC_FUZZ_SEED=${seed} repeats this run)`);
 	world = await createSecurityWorld();
 	core = createCore(readSettings(process.env));
-	const footer = new AccountFooter();
-	deps = { core, footer };
+	const session = new SessionAccount({ appendEntry: () => {} });
+	deps = { core, session };
 	ui = createRecordingUi();
-	footer.attach(ui.context);
+	session.footer.attach(ui.context);
 	ctx = { ui: ui.context } as unknown as ExtensionCommandContext;
 }, 60_000);
 
@@ -116,14 +116,14 @@ function model(): Model<Api> {
 	return { ...base, provider: "multi-claude-code", api: "multi-claude-code" } as unknown as Model<Api>;
 }
 
-/** One request through the real provider stream function; every event, bounded in time. */
+/** One request of a new session through the real provider stream function; every event, bounded in time. */
 async function providerRequest(baseUrl: string | undefined, withinMs = 5_000): Promise<AssistantMessageEvent[]> {
-	const stream = createMultiAccountStream({
-		core,
-		delegate: streamSimpleAnthropic,
-		reporter: deps.footer,
-		...(baseUrl ? { baseUrl: () => baseUrl } : {}),
-	});
+	const session = new SessionAccount({ appendEntry: () => {} });
+	session.footer.attach(ui.context);
+	const stream = createMultiAccountStream(
+		{ core, delegate: streamSimpleAnthropic, perRequestFetch: false, ...(baseUrl ? { baseUrl } : {}) },
+		session,
+	);
 	const context: Context = { messages: [{ role: "user", content: "hello", timestamp: Date.now() }] };
 	const events: AssistantMessageEvent[] = [];
 	const signal = AbortSignal.timeout(withinMs);
