@@ -74,9 +74,10 @@ export function createRuntime(settings: Settings): Runtime {
 					await command(deps, ...args);
 				};
 			const start = async (ctx: ExtensionContext): Promise<void> => {
+				own.attach(ctx);
+				if (own.sessionId && own.live) liveSessions().set(own.sessionId, own);
 				try {
-					await own.start(ctx, await core.config.read());
-					if (own.sessionId && own.live) liveSessions().set(own.sessionId, own);
+					await own.resolve(await core.config.read());
 					await refreshFooter(deps);
 				} catch (error) {
 					if (!(error instanceof ConfigError)) throw error;

@@ -64,7 +64,7 @@ export async function completeArguments(
 export async function refreshFooter(deps: CommandDeps): Promise<void> {
 	const { core, session } = deps;
 	const config = await core.config.read();
-	const label = session.origin(config);
+	const label = await session.resolve(config);
 	if (!label) {
 		session.footer.show({ label: undefined });
 		return;

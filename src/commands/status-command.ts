@@ -46,7 +46,7 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 			return undefined;
 		});
 		const cooldowns = activeCooldowns(state ?? { cooldowns: {} }, now);
-		const active = deps.session.origin(config);
+		const active = await deps.session.resolve(config);
 		const lines = [`Claude accounts (secrets in the ${core.broker.backend}; config ${core.paths.configFile}):`];
 		if (config.accounts.length === 0) lines.push("  none yet: add one with /mcc-login <label>");
 		let broken = false;

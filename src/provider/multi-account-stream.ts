@@ -136,7 +136,7 @@ async function planRequest(
 	const { core } = deps;
 	const now = deps.now ?? Date.now;
 	const config = await core.config.read();
-	const origin = session.origin(config);
+	const origin = await session.resolve(config);
 	if (!origin) {
 		failStream(
 			out,

@@ -61,29 +61,36 @@ export class SessionAccount {
 	}
 
 	/**
-	 * Where the session starts: the account it recorded (resume, fork, reload, --continue), else the one bound to
-	 * its project, else the default for new sessions, else the first account. A start that had to choose records
-	 * the choice, so the session keeps it whatever other sessions choose later.
+	 * Binds this object to its session as pi starts it: its UI, its id, its directory, and the account it recorded
+	 * (resume, fork, reload, --continue). Synchronous: ctx may go stale at the first await.
 	 */
-	async start(ctx: ExtensionContext, config: Readonly<AccountsConfig>): Promise<void> {
-		// Read everything from ctx before the first await: it may go stale while this runs.
+	attach(ctx: ExtensionContext): void {
 		this.footer.attach(ctx.ui);
 		this.sessionId = ctx.sessionManager.getSessionId();
 		this.cwd = ctx.cwd;
 		const recorded = recordedAccount(ctx.sessionManager.getEntries());
-		if (recorded) {
+		if (recorded && !this.label) {
 			this.label = recorded.label;
 			this.source = recorded.source;
-			return;
 		}
-		const bound = await bindingFor(this.cwd, config.projects);
-		const fallback = defaultAccount(config);
-		const start: AccountEntryData | undefined = bound
-			? { label: bound.label, source: "project" }
-			: fallback
-				? { label: fallback, source: config.activeLabel ? "default" : "first" }
-				: undefined;
-		if (start && !this.label) this.choose(start.label, start.source);
+	}
+
+	/**
+	 * The session's account. One that recorded none starts on the account bound to its project, else the default
+	 * for new sessions, else the first account, and records that choice, so the session keeps it whatever other
+	 * sessions choose later. `undefined` only when there is no account at all.
+	 */
+	async resolve(config: Readonly<AccountsConfig>): Promise<string | undefined> {
+		if (this.label) return this.label;
+		const bound = this.cwd ? await bindingFor(this.cwd, config.projects) : undefined;
+		// Another caller may have resolved it meanwhile (pi 0.73 can start a session twice).
+		if (this.label) return this.label;
+		if (bound) this.choose(bound.label, "project");
+		else {
+			const fallback = defaultAccount(config);
+			if (fallback) this.choose(fallback, config.activeLabel ? "default" : "first");
+		}
+		return this.label;
 	}
 
 	/** Switches this session (and only it) to `label`, and records that in the session. */
@@ -92,18 +99,6 @@ export class SessionAccount {
 		this.source = source;
 		if (this.prefetched?.label !== label) this.prefetched = undefined;
 		if (this.live) this.pi.appendEntry(ACCOUNT_ENTRY_TYPE, { label, source } satisfies AccountEntryData);
-	}
-
-	/**
-	 * The account a request of this session starts from. A session that began before any account existed adopts
-	 * the default once there is one.
-	 */
-	origin(config: Readonly<AccountsConfig>): string | undefined {
-		if (!this.label) {
-			const fallback = defaultAccount(config);
-			if (fallback) this.choose(fallback, config.activeLabel ? "default" : "first");
-		}
-		return this.label;
 	}
 
 	/** Starts reading the session's token now (at the start of a turn); the turn's request picks it up. */
