@@ -9,6 +9,7 @@ import { DEFAULT_REFRESH_MARGIN_MS } from "../settings.ts";
 import { errorText } from "../text.ts";
 import {
 	CredentialFormatError,
+	CredentialTooLargeError,
 	parseCredentials,
 	type StoredCredentials,
 	sameCredentials,
@@ -279,6 +280,8 @@ export class TokenBroker {
 			// Never replace an item with one this broker could not read back.
 			parseCredentials(secret);
 		} catch (error) {
+			if (error instanceof CredentialTooLargeError)
+				throw new AccountError(label, "refresh_failed", tooLargeText(label, error));
 			const reason = error instanceof CredentialFormatError ? error.message : "it cannot be stored";
 			throw new AccountError(
 				label,
@@ -317,4 +320,15 @@ export class TokenBroker {
 
 function needsLoginText(label: string): string {
 	return `Account "${label}" must log in again: Anthropic rejected its refresh token. Run /mcc-login ${label}.`;
+}
+
+/** A pair too large for a Windows item: nothing is written, so the stored login stays as it was. */
+function tooLargeText(label: string, error: CredentialTooLargeError): string {
+	return (
+		`The new login of "${label}" was not stored: ${error.message}, a limit this extension applies on every ` +
+		`system so accounts work everywhere. Nothing was written: the stored login of "${label}", if any, is ` +
+		`unchanged (after a refresh, if Anthropic already retired its refresh token, "${label}" will ask for ` +
+		`/mcc-login ${label}). Tokens this large mean Anthropic ` +
+		"changed their format: update pi-multi-claude-code, or report it if no update handles it."
+	);
 }

@@ -1,4 +1,5 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
+import { caseTwin } from "../config/schema.ts";
 import type { Core } from "../core.ts";
 import { headlineText } from "../provider/usage.ts";
 import { redactSecrets } from "../redact.ts";
@@ -85,7 +86,10 @@ export async function refreshFooter(deps: CommandDeps): Promise<void> {
 }
 
 export function unknownLabelText(label: string, known: string[]): string {
-	const list = known.length > 0 ? `Known accounts: ${known.join(", ")}.` : "No account yet.";
 	const shown = printable(label);
+	// Never act on the account that matches only case-blindly: name it, and do not offer a login that is refused.
+	const twin = caseTwin(label, known);
+	if (twin !== undefined) return `Unknown account "${shown}". Did you mean "${twin}"? Labels are case-sensitive.`;
+	const list = known.length > 0 ? `Known accounts: ${known.join(", ")}.` : "No account yet.";
 	return `Unknown account "${shown}". ${list} Add one with /mcc-login ${shown}.`;
 }

@@ -1,5 +1,5 @@
 import type { ExtensionCommandContext } from "@mariozechner/pi-coding-agent";
-import { labelProblem } from "../config/schema.ts";
+import { labelCaseClash, labelProblem } from "../config/schema.ts";
 import {
 	buildAuthorizeUrl,
 	type CallbackServer,
@@ -32,7 +32,15 @@ export async function loginCommand(deps: CommandDeps, args: string, ctx: Extensi
 	try {
 		const { core } = deps;
 		// Fail before the browser dance when the config cannot take the account.
-		await core.config.read();
+		const config = await core.config.read();
+		const clash = labelCaseClash(
+			label,
+			config.accounts.map((account) => account.label),
+		);
+		if (clash) {
+			ctx.ui.notify(`Cannot log in "${label}": ${clash}.`, "error");
+			return;
+		}
 		const pkce = createPkce();
 		const state = createState();
 		const port = callbackPort();

@@ -37,6 +37,8 @@ export interface FakeTokenEndpointOptions {
 	clientId?: string;
 	/** Path the endpoint answers on (default Anthropic's `/v1/oauth/token`). */
 	path?: string;
+	/** Length of every token minted (default: Anthropic's usual 109 characters). */
+	tokenLength?: number;
 }
 
 export interface FakeTokenEndpoint {
@@ -50,6 +52,8 @@ export interface FakeTokenEndpoint {
 	setMode(mode: FakeTokenMode): void;
 	setExpiresIn(seconds: number): void;
 	setDelay(ms: number): void;
+	/** Tokens minted from now on are this many characters long (undefined: the usual 109). */
+	setTokenLength(length: number | undefined): void;
 	/** Issues a pair as a login would; its refresh token is valid for one refresh. */
 	mintPair(): FakeTokenPair;
 	/** Makes a refresh token the test made up valid for one refresh. */
@@ -75,6 +79,7 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 	let mode: FakeTokenMode = options.mode ?? "ok";
 	let expiresIn = options.expiresIn ?? 28_800;
 	let delayMs = options.delayMs ?? 0;
+	let tokenLength = options.tokenLength;
 	const path = options.path ?? FAKE_TOKEN_PATH;
 	const requests: FakeTokenRequest[] = [];
 	const issued: string[] = [];
@@ -84,8 +89,12 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 	const timers = new Set<NodeJS.Timeout>();
 	let closing = false;
 
+	const sized = (token: string): string =>
+		tokenLength === undefined || tokenLength === token.length
+			? token
+			: (token + randomBytes(tokenLength).toString("base64url")).slice(0, tokenLength);
 	const mintPair = (): FakeTokenPair => {
-		const pair = { access: newAccessToken(), refresh: newRefreshToken() };
+		const pair = { access: sized(newAccessToken()), refresh: sized(newRefreshToken()) };
 		issued.push(pair.access, pair.refresh);
 		liveRefresh.add(pair.refresh);
 		return pair;
@@ -243,6 +252,9 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 		},
 		setDelay(ms) {
 			delayMs = ms;
+		},
+		setTokenLength(length) {
+			tokenLength = length;
 		},
 		mintPair,
 		registerRefreshToken(token) {
