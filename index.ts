@@ -74,7 +74,7 @@ export default function multiClaudeCode(pi: ExtensionAPI): void {
 				? {
 						getArgumentCompletions: (prefix: string) =>
 							loadRuntime()
-								.then((runtime) => runtime.completeLabels(prefix))
+								.then((runtime) => runtime.completeLabels(prefix, command.flags))
 								.catch(() => null),
 					}
 				: {}),

@@ -14,11 +14,19 @@ export const CYCLE_SHORTCUT = "ctrl+shift+a";
 
 export type CommandName = "mcc-login" | "mcc-use" | "mcc-fallback" | "mcc-status" | "mcc-remove";
 
-export const COMMANDS: ReadonlyArray<{ name: CommandName; description: string; completesLabels: boolean }> = [
+export const COMMANDS: ReadonlyArray<{
+	name: CommandName;
+	description: string;
+	completesLabels: boolean;
+	/** Flags completed beside the labels. */
+	flags?: readonly string[];
+}> = [
 	{
 		name: "mcc-login",
-		description: "Log in a Claude Pro/Max account under a label (tokens go to the OS keychain)",
+		description:
+			"Log in a Claude Pro/Max account under a label (tokens go to the OS keychain; --copy-code: headless)",
 		completesLabels: true,
+		flags: ["--browser", "--copy-code"],
 	},
 	{ name: "mcc-use", description: "Switch the active Claude account (no label: pick one)", completesLabels: true },
 	{

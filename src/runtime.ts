@@ -34,7 +34,7 @@ export interface Runtime {
 		out: AssistantMessageEventStream,
 	): Promise<void>;
 	run: Record<CommandName, (args: string, ctx: ExtensionCommandContext) => Promise<void>>;
-	completeLabels(prefix: string): Promise<LabelCompletion[] | null>;
+	completeLabels(prefix: string, flags?: readonly string[]): Promise<LabelCompletion[] | null>;
 	cycle(ctx: ExtensionContext): Promise<void>;
 	sessionStarted(ctx: ExtensionContext): Promise<void>;
 }

@@ -29,18 +29,30 @@ export function splitArgs(args: string): string[] {
 	return args.trim().split(/\s+/).filter(Boolean);
 }
 
-/** Label completions for command arguments; quiet (null) when the config cannot be read. */
-export function labelCompletions(deps: CommandDeps): (prefix: string) => Promise<LabelCompletion[] | null> {
-	return async (prefix) => {
+/**
+ * Label completions for command arguments, and the command's flags (`--copy-code`) once a word starts with "-" or
+ * a label is typed; quiet (null) when the config cannot be read.
+ */
+export function labelCompletions(
+	deps: CommandDeps,
+): (prefix: string, flags?: readonly string[]) => Promise<LabelCompletion[] | null> {
+	return async (prefix, flags = []) => {
 		try {
-			const config = await deps.core.config.read();
 			const words = prefix.split(/\s+/);
 			const last = words.pop() ?? "";
 			const head = words.length > 0 ? `${words.join(" ")} ` : "";
+			const typedFlag = flags.some((flag) => words.includes(flag));
+			const offerFlags = !typedFlag && (last.startsWith("-") || words.some((word) => !word.startsWith("-") && word));
+			const flagItems = offerFlags
+				? flags.filter((flag) => flag.startsWith(last)).map((flag) => ({ value: `${head}${flag}`, label: flag }))
+				: [];
+			if (last.startsWith("-")) return flagItems.length > 0 ? flagItems : null;
+			const config = await deps.core.config.read();
 			const items = config.accounts
 				.filter((account) => account.label.startsWith(last) && !words.includes(account.label))
 				.map((account) => ({ value: `${head}${account.label}`, label: account.label }));
-			return items.length > 0 ? items : null;
+			const all = [...items, ...flagItems];
+			return all.length > 0 ? all : null;
 		} catch {
 			return null;
 		}
