@@ -179,6 +179,19 @@ describe("copy-code login (headless)", () => {
 		expect(await keychainLookup(world().env.keychainService, "dismissed")).toBeUndefined();
 	});
 
+	it("refuses a pasted code whose state belongs to another login attempt, and exchanges nothing", async () => {
+		const pi = await world().start();
+		const code = newCode();
+		const before = world().tokens.requests.length;
+		pi.ui.queueInput(`${code}#a-state-from-another-attempt`);
+		await pi.runCommand("/mcc-login foreign --copy-code");
+		expect(messages(pi, "error").at(-1)).toBe(
+			'Login of "foreign" refused: the pasted code belongs to another login attempt. Run /mcc-login foreign again.',
+		);
+		expect(world().tokens.requests.length).toBe(before);
+		expect(await keychainLookup(world().env.keychainService, "foreign")).toBeUndefined();
+	});
+
 	it("ends with a message that nothing changed when no code is pasted within the bound", async () => {
 		world().env.set({ PI_MCC_LOGIN_TIMEOUT_MS: "1500" });
 		const pi = await world().start();
@@ -455,11 +468,16 @@ describe("the Claude account a login names", () => {
 });
 
 describe("completing /mcc-login's arguments", () => {
-	it("offers the method flags beside the labels", async () => {
+	it("offers the method flags beside the labels, and labels still complete after a flag", async () => {
 		const pi = await world().start();
+		const code = newCode();
+		pi.ui.queueInput(() => `${code}#${authorizeUrl(pi).searchParams.get("state")}`);
+		await pi.runCommand("/mcc-login completed --copy-code");
 		const command = pi.session.extensionRunner.getCommand("mcc-login");
 		const complete = (prefix: string) => Promise.resolve(command?.getArgumentCompletions?.(prefix));
 		expect(await complete("work --c")).toEqual([{ value: "work --copy-code", label: "--copy-code" }]);
+		expect(await complete("--copy-code comp")).toEqual([{ value: "--copy-code completed", label: "completed" }]);
+		expect(await complete("comp")).toEqual([{ value: "completed", label: "completed" }]);
 		expect((await complete("work "))?.map((item) => item.label)).toEqual(
 			expect.arrayContaining(["--browser", "--copy-code"]),
 		);
