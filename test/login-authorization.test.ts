@@ -226,6 +226,12 @@ describe("the wait for the code", () => {
 		expect(await waitForAuthorization({ callback: undefined, ask: stale, timeoutMs: 20_000 })).toEqual({
 			kind: "cancelled",
 		});
+		const staleAtOnce = (): Promise<string | undefined> => {
+			throw new Error("This extension ctx is stale after session replacement or reload.");
+		};
+		expect(await waitForAuthorization({ callback: undefined, ask: staleAtOnce, timeoutMs: 20_000 })).toEqual({
+			kind: "cancelled",
+		});
 	});
 });
 

@@ -263,10 +263,13 @@ export async function waitForAuthorization(options: {
 		timer = setTimeout(() => resolve({ kind: "timeout" }), timeoutMs);
 		timer.unref?.();
 	});
-	const pasted = ask(dismiss.signal).then(
-		(input): AuthorizationWait => (input?.trim() ? { kind: "pasted", input } : { kind: "cancelled" }),
-		(): AuthorizationWait => ({ kind: "cancelled" }),
-	);
+	// A prompt that cannot open (a stale session's ctx throws at once) ends the wait like a dismissed one.
+	const pasted = Promise.resolve(dismiss.signal)
+		.then(ask)
+		.then(
+			(input): AuthorizationWait => (input?.trim() ? { kind: "pasted", input } : { kind: "cancelled" }),
+			(): AuthorizationWait => ({ kind: "cancelled" }),
+		);
 	const caught = callback
 		? callback.outcome.then((outcome): AuthorizationWait | Promise<never> => {
 				if (outcome.kind === "code") return { kind: "caught", code: outcome.code, state: outcome.state };
