@@ -128,11 +128,16 @@ export class TokenBroker {
 	}
 
 	/** Completes an OAuth authorization-code login: exchanges the code and stores the pair. */
-	async loginWithCode(label: string, exchange: CodeExchange): Promise<{ expires: number }> {
+	async loginWithCode(
+		label: string,
+		exchange: CodeExchange,
+	): Promise<{ expires: number; account?: TokenGrant["account"] }> {
 		let credentials: StoredCredentials;
+		let account: TokenGrant["account"];
 		try {
 			const grant = await this.endpoint.exchangeCode(exchange);
 			credentials = this.fromGrant(grant);
+			account = grant.account;
 		} catch (error) {
 			if (error instanceof TokenEndpointError) {
 				throw new AccountError(
@@ -144,7 +149,7 @@ export class TokenBroker {
 			throw error;
 		}
 		await this.storeLogin(label, credentials);
-		return { expires: credentials.expires };
+		return { expires: credentials.expires, ...(account ? { account } : {}) };
 	}
 
 	/** Deletes the account's keychain item; `false` when there was none. */

@@ -61,6 +61,15 @@ const accountSchema = z.looseObject({
 	/** When the account was last logged in (ms since epoch): not secret, shown by /mcc-status. */
 	loggedInAt: z.number().int().nonnegative().optional(),
 	/**
+	 * The Claude account's e-mail as the token endpoint named it at the last login (not secret, but personal: only
+	 * in this 0600 file, never in a log). /mcc-status shows it; a re-login naming another one warns.
+	 */
+	accountEmail: z
+		.string()
+		.max(254)
+		.regex(/^[^\s@]+@[^\s@]+$/, "not an e-mail address")
+		.optional(),
+	/**
 	 * Opt-in: once the account's reported utilisation reaches this fraction (e.g. 0.95), requests whose origin is
 	 * this account go to its own fallback list before Anthropic refuses them.
 	 */

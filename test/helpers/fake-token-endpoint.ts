@@ -58,8 +58,11 @@ export interface FakeTokenEndpoint {
 	mintPair(): FakeTokenPair;
 	/** Makes a refresh token the test made up valid for one refresh. */
 	registerRefreshToken(token: string): void;
-	/** Makes an authorization code valid for one exchange. */
-	registerCode(code: string): void;
+	/**
+	 * Makes an authorization code valid for one exchange; `answer` adds fields to that exchange's answer (e.g.
+	 * `account: { email_address }`, as Claude Code's token answers name the account).
+	 */
+	registerCode(code: string, answer?: Record<string, unknown>): void;
 	/** Stops the server, cutting every open connection (including ones left hanging by mode "hang"). */
 	close(): Promise<void>;
 }
@@ -84,7 +87,7 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 	const requests: FakeTokenRequest[] = [];
 	const issued: string[] = [];
 	const liveRefresh = new Set<string>();
-	const liveCodes = new Set<string>();
+	const liveCodes = new Map<string, Record<string, unknown>>();
 	const sockets = new Set<Socket>();
 	const timers = new Set<NodeJS.Timeout>();
 	let closing = false;
@@ -119,6 +122,7 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 			oauthError(res, 400, "invalid_request", "Request body must be a JSON object");
 			return;
 		}
+		let extra: Record<string, unknown> = {};
 		const sentSecret = body.grant_type === "authorization_code" ? body.code : body.refresh_token;
 		switch (mode) {
 			case "hang":
@@ -170,10 +174,12 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 				oauthError(res, 400, "invalid_request", "code_verifier is required");
 				return;
 			}
-			if (typeof body.code !== "string" || !liveCodes.delete(body.code)) {
+			if (typeof body.code !== "string" || !liveCodes.has(body.code)) {
 				oauthError(res, 400, "invalid_grant", "Invalid authorization code");
 				return;
 			}
+			extra = liveCodes.get(body.code) ?? {};
+			liveCodes.delete(body.code);
 		} else {
 			oauthError(res, 400, "unsupported_grant_type", "Unsupported grant type");
 			return;
@@ -185,6 +191,7 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 			refresh_token: pair.refresh,
 			expires_in: expiresIn,
 			scope: "user:inference user:profile",
+			...extra,
 		});
 	};
 
@@ -260,8 +267,8 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 		registerRefreshToken(token) {
 			liveRefresh.add(token);
 		},
-		registerCode(code) {
-			liveCodes.add(code);
+		registerCode(code, answer = {}) {
+			liveCodes.set(code, answer);
 		},
 		async close() {
 			if (closing) return;

@@ -20,6 +20,7 @@ import {
 	createAgentSessionServices,
 	type ExtensionError,
 	type ExtensionUIContext,
+	type ExtensionUIDialogOptions,
 	RpcClient,
 	SessionManager,
 	SettingsManager,
@@ -176,8 +177,18 @@ export interface DialogCall {
 }
 
 type SelectAnswer = string | undefined | ((title: string, options: string[]) => string | undefined);
-/** A fixed answer, or one computed when the dialog opens (e.g. from a URL notified just before). */
-type InputAnswer = string | undefined | ((title: string, placeholder: string | undefined) => string | undefined);
+/**
+ * A fixed answer, or one computed when the dialog opens (e.g. from a URL notified just before); a computed one may
+ * come later (a promise), and sees the dialog's options (its abort signal dismisses the dialog, as pi's do).
+ */
+type InputAnswer =
+	| string
+	| undefined
+	| ((
+			title: string,
+			placeholder: string | undefined,
+			opts: ExtensionUIDialogOptions | undefined,
+	  ) => string | undefined | Promise<string | undefined>);
 
 export interface RecordingUi {
 	context: ExtensionUIContext;
@@ -226,9 +237,9 @@ export function createRecordingUi(): RecordingUi {
 			dialogs.push({ kind: "confirm", title, detail: message, answer });
 			return answer;
 		},
-		async input(title, placeholder) {
+		async input(title, placeholder, opts) {
 			const next = inputs.shift();
-			const answer = typeof next === "function" ? next(title, placeholder) : next;
+			const answer = typeof next === "function" ? await next(title, placeholder, opts) : next;
 			dialogs.push({ kind: "input", title, detail: placeholder, answer });
 			return answer;
 		},

@@ -116,7 +116,7 @@ describe("process command lines and environments", () => {
 			await check("started");
 			const code = world.newCode();
 			pi.queueInput((_request, self) => `${code}#${lastLoginState(self)}`);
-			await pi.command("/mcc-login work");
+			await pi.command("/mcc-login work --browser");
 			expect(pi.notifications().at(-1)).toContain('Added account "work"');
 			await until(
 				async () => (await fs.readdir(browserDir)).some((name) => name.endsWith(".environ")),
@@ -140,7 +140,7 @@ describe("process command lines and environments", () => {
 			world.tokens.setExpiresIn(2);
 			const again = world.newCode();
 			pi.queueInput((_request, self) => `${again}#${lastLoginState(self)}`);
-			await pi.command("/mcc-login work");
+			await pi.command("/mcc-login work --browser");
 			world.tokens.setDelay(600);
 			await sleep(1_100);
 			const refreshing = pi.prompt("hello after expiry");
