@@ -152,7 +152,7 @@ describe("migrating the old plaintext config", () => {
 		const wrong = await run(["--frobnicate"]);
 
 		expect(help.code).toBe(0);
-		for (const flag of ["--dry-run", "--file", "--replace", "--from-pi-auth", "--help"]) {
+		for (const flag of ["--dry-run", "--file", "--replace", "--rotate", "--from-pi-auth", "--help"]) {
 			expect(help.stdout).toContain(flag);
 		}
 		expect(wrong.code).toBe(2);
