@@ -152,6 +152,14 @@ export class TokenBroker {
 		return { expires: credentials.expires, ...(account ? { account } : {}) };
 	}
 
+	/**
+	 * Refreshes the account's pair once now, however fresh it is, under its refresh lock, and stores the new pair
+	 * before returning: the refresh token any copy of the old pair holds is then spent (pi-mcc-migrate --rotate).
+	 */
+	async rotate(label: string): Promise<void> {
+		await this.refreshUnderLock(label, true);
+	}
+
 	/** Deletes the account's keychain item; `false` when there was none. */
 	async remove(label: string): Promise<boolean> {
 		try {
@@ -248,12 +256,12 @@ export class TokenBroker {
 		}
 	}
 
-	private async refreshUnderLock(label: string): Promise<string> {
+	private async refreshUnderLock(label: string, force = false): Promise<string> {
 		return this.lock.run(label, async () => {
 			// Another process may have refreshed while this one waited for the lock: its pair is in the keychain,
 			// and the refresh token this process read before is already dead.
 			const current = await this.load(label);
-			if (this.isFresh(current)) return current.access;
+			if (!force && this.isFresh(current)) return current.access;
 			if (await this.marks.isMarked(label)) throw new AccountError(label, "needs_login", needsLoginText(label));
 			let next: StoredCredentials;
 			try {
@@ -265,10 +273,13 @@ export class TokenBroker {
 					throw new AccountError(label, "needs_login", needsLoginText(label));
 				}
 				const reason = error instanceof TokenEndpointError ? error.message : "unexpected failure";
+				const what = force
+					? "its token pair could not be rotated"
+					: "its access token has expired and could not be renewed";
 				throw new AccountError(
 					label,
 					"refresh_failed",
-					`Account "${label}": its access token has expired and could not be renewed: ${reason}. ` +
+					`Account "${label}": ${what}: ${reason}. ` +
 						"The stored login is unchanged; try again when the token endpoint answers.",
 				);
 			}

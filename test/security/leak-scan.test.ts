@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ok, rateLimited } from "../helpers/fake-anthropic-api.ts";
 import { requireSecretService } from "../helpers/keyring.ts";
+import { migrateRunner, removeMigrateBuild } from "../helpers/migration-cli.ts";
 import { keychainLookup, sessionFiles } from "../helpers/pi-harness.ts";
 import {
 	describeHits,
@@ -21,7 +22,6 @@ import {
 	scanTree,
 	splitCanary,
 } from "./helpers/leak-scan.ts";
-import { migrateRunner, removeMigrateBuild } from "./helpers/migration-bin.ts";
 import { lastLoginState, RpcPi } from "./helpers/rpc-pi.ts";
 import { createSecurityWorld, type SecurityWorld, sleep } from "./helpers/world.ts";
 

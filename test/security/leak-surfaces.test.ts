@@ -14,6 +14,7 @@ import { setupAccounts } from "../helpers/accounts.ts";
 import { ok } from "../helpers/fake-anthropic-api.ts";
 import { requireSecretService } from "../helpers/keyring.ts";
 import type { RunResult } from "../helpers/migration-cli.ts";
+import { migrateRunner, migrateScript, removeMigrateBuild } from "../helpers/migration-cli.ts";
 import { legacyAccount, legacyText, tokensOf } from "../helpers/migration-sandbox.ts";
 import {
 	descendants,
@@ -28,7 +29,6 @@ import {
 	scanWatched,
 	TreeWatcher,
 } from "./helpers/leak-scan.ts";
-import { migrateRunner, migrateScript, removeMigrateBuild } from "./helpers/migration-bin.ts";
 import { lastLoginState, RpcPi } from "./helpers/rpc-pi.ts";
 import { type SyscallTrace, startSyscallTrace, straceAvailable, type TraceReport } from "./helpers/syscall-trace.ts";
 import { Worker, warmUpWorkers } from "./helpers/workers.ts";
