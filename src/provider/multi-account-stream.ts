@@ -89,6 +89,9 @@ async function runWithFallback(
 	baseUrl: string,
 ): Promise<void> {
 	const { core } = deps;
+	// A refused PI_MCC_ANTHROPIC_BASE_URL fails the request before any token leaves the keychain (never the default).
+	const refusedBase = core.settings.anthropicBaseUrlProblem;
+	if (refusedBase && !deps.baseUrl) return failStream(out, model, `${PROVIDER_ID}: ${refusedBase}`);
 	let origin: string;
 	let attempts: string[];
 	let originToken: Promise<string>;

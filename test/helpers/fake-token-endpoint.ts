@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 
-export type FakeTokenMode = "ok" | "invalid_grant" | "http500" | "echo" | "hang" | "reset" | "garbage";
+export type FakeTokenMode = "ok" | "invalid_grant" | "http500" | "echo" | "hang" | "reset" | "garbage" | "redirect";
 
 /** One request body as the endpoint received it (`grant_type` is "" when the body had none). */
 export interface FakeTokenRequest {
@@ -48,6 +48,8 @@ export interface FakeTokenEndpoint {
 	/** Every access and refresh token this endpoint ever issued (grants and mintPair), for leak scans. */
 	readonly issued: string[];
 	setMode(mode: FakeTokenMode): void;
+	/** Mode "redirect" from now on: every request is answered `status` with `Location: location`. */
+	redirectTo(status: 301 | 302 | 303 | 307 | 308, location: string): void;
 	setExpiresIn(seconds: number): void;
 	setDelay(ms: number): void;
 	/** Issues a pair as a login would; its refresh token is valid for one refresh. */
@@ -75,6 +77,7 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 	let mode: FakeTokenMode = options.mode ?? "ok";
 	let expiresIn = options.expiresIn ?? 28_800;
 	let delayMs = options.delayMs ?? 0;
+	let redirect = { status: 307, location: "" };
 	const path = options.path ?? FAKE_TOKEN_PATH;
 	const requests: FakeTokenRequest[] = [];
 	const issued: string[] = [];
@@ -112,6 +115,10 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 		}
 		const sentSecret = body.grant_type === "authorization_code" ? body.code : body.refresh_token;
 		switch (mode) {
+			case "redirect":
+				res.writeHead(redirect.status, { Location: redirect.location, "Content-Length": 0 });
+				res.end();
+				return;
 			case "hang":
 				// Never answer; close() cuts the connection.
 				return;
@@ -237,6 +244,10 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 		issued,
 		setMode(next) {
 			mode = next;
+		},
+		redirectTo(status, location) {
+			redirect = { status, location };
+			mode = "redirect";
 		},
 		setExpiresIn(seconds) {
 			expiresIn = seconds;
