@@ -172,7 +172,7 @@ describe("migrating the old plaintext config", () => {
 			],
 			theme: "dark",
 		});
-		expect(await fs.readdir(world.sandbox.agentDir)).toEqual(["multi-claude-code.json"]);
+		expect(await agentDirFiles()).toEqual(["multi-claude-code.json"]);
 	});
 
 	test("a dry run prints the plan and changes neither the files nor the keychain", async () => {
@@ -280,7 +280,7 @@ describe("migrating the old plaintext config", () => {
 		expect(parseAccountsConfig(JSON.parse(await world.sandbox.read(other)), other).accounts).toEqual([
 			{ label: "elsewhere", fallbackTo: [] },
 		]);
-		expect(await fs.readdir(world.sandbox.agentDir)).toEqual([]);
+		expect(await agentDirFiles()).toEqual([]);
 	});
 
 	test("--help documents every flag and exits 0; an unknown flag exits 2 and changes nothing", async () => {
@@ -542,6 +542,11 @@ describe("a run killed at any point loses nothing and a re-run completes it", ()
 	});
 });
 
+/** The agent dir's entries but the refresh locks' directory (each keychain write takes its account's lock). */
+async function agentDirFiles(): Promise<string[]> {
+	return (await fs.readdir(world.sandbox.agentDir)).filter((name) => name !== "multi-claude-code-locks");
+}
+
 interface PiLogin {
 	credentials: StoredCredentials;
 	data: Record<string, unknown>;
@@ -586,7 +591,7 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 		const config = parseAccountsConfig(JSON.parse(await world.sandbox.read(world.sandbox.configFile)), "config");
 		expect(config).toEqual({ version: 1, accounts: [{ label: "pi", fallbackTo: [] }] });
 		expect(await world.sandbox.mode(world.sandbox.configFile)).toBe(0o600);
-		expect((await fs.readdir(world.sandbox.agentDir)).sort()).toEqual(["auth.json", "multi-claude-code.json"]);
+		expect((await agentDirFiles()).sort()).toEqual(["auth.json", "multi-claude-code.json"]);
 	});
 
 	test("adds the label to an existing config and keeps its accounts; a second run has nothing to import", async () => {
