@@ -108,8 +108,9 @@ export async function withFileLock<T>(
 		if (options.failIfLost ?? true) await lease.assertHeld();
 		return result;
 	} finally {
-		// Never remove a directory that another process now holds.
-		if (await watch.isHeld()) await release().catch(() => {});
+		// Always released (proper-lockfile forgets the lock and stops refreshing it); the directory itself is only
+		// removed while it is still ours (see LockWatch).
+		await release().catch(() => {});
 	}
 }
 
@@ -117,7 +118,8 @@ export async function withFileLock<T>(
  * Tells a held lock directory from one another process recreated. proper-lockfile refreshes the directory's mtime
  * through the `fs` it is given, so every mtime this process set is seen here; a takeover (rmdir + mkdir by
  * another process) gives a new birth time (inode numbers are often reused at once on ext4) and an mtime this
- * process never set.
+ * process never set. The same `fs` makes proper-lockfile's own removals (on release, and at process exit) leave a
+ * directory alone once it is no longer ours: a holder that lost its lock must never delete the new holder's.
  */
 class LockWatch {
 	compromised: Error | undefined;
@@ -126,23 +128,36 @@ class LockWatch {
 	private identity: { dev: bigint; ino: bigint; birthtimeNs: bigint } | undefined;
 
 	constructor(private readonly lockPath: string) {
-		const { utimes } = nodeFs;
-		const ours = this.ours;
-		const tracked = (path: unknown, mtime: unknown): number | undefined =>
-			path === lockPath && mtime instanceof Date ? mtime.getTime() : undefined;
+		const { utimes, rmdir, rmdirSync } = nodeFs;
 		this.fs = {
 			...nodeFs,
 			utimes: ((
 				path: nodeFs.PathLike,
 				atime: nodeFs.TimeLike,
 				mtime: nodeFs.TimeLike,
-				callback: nodeFs.NoParamCallback,
+				done: nodeFs.NoParamCallback,
 			) => {
-				const value = tracked(path, mtime);
 				// Counted before the call: a check racing the update must not mistake our own new mtime for a takeover.
-				if (value !== undefined) ours.add(value);
-				utimes(path, atime, mtime, callback);
+				if (path === lockPath && mtime instanceof Date) this.ours.add(mtime.getTime());
+				utimes(path, atime, mtime, done);
 			}) as typeof nodeFs.utimes,
+			rmdir: ((path: nodeFs.PathLike, done: nodeFs.NoParamCallback) => {
+				if (path !== lockPath || !this.identity) return rmdir(path, done);
+				nodeFs.promises.stat(lockPath, { bigint: true }).then(
+					(stat) => (this.matches(stat) ? rmdir(path, done) : done(null)),
+					() => done(null),
+				);
+			}) as typeof nodeFs.rmdir,
+			rmdirSync: ((path: nodeFs.PathLike) => {
+				if (path !== lockPath || !this.identity) return rmdirSync(path);
+				let stat: nodeFs.BigIntStats | undefined;
+				try {
+					stat = nodeFs.statSync(lockPath, { bigint: true });
+				} catch {
+					return;
+				}
+				if (this.matches(stat)) rmdirSync(path);
+			}) as typeof nodeFs.rmdirSync,
 		};
 	}
 
@@ -150,21 +165,34 @@ class LockWatch {
 	async taken(): Promise<void> {
 		const stat = await nodeFs.promises.stat(this.lockPath, { bigint: true }).catch(() => undefined);
 		if (stat) {
+			this.ours.add(mtimeOf(stat));
 			this.identity = { dev: stat.dev, ino: stat.ino, birthtimeNs: stat.birthtimeNs };
-			this.ours.add(Number(stat.mtimeMs));
 		}
 	}
 
 	async isHeld(): Promise<boolean> {
 		if (this.compromised || !this.identity) return false;
 		const stat = await nodeFs.promises.stat(this.lockPath, { bigint: true }).catch(() => undefined);
-		if (!stat) return false;
-		if (stat.dev !== this.identity.dev || stat.ino !== this.identity.ino) return false;
+		return stat !== undefined && this.matches(stat);
+	}
+
+	/** Whether the directory on disk is the one this process created and still keeps fresh. */
+	private matches(stat: nodeFs.BigIntStats): boolean {
+		const identity = this.identity;
+		if (!identity || stat.dev !== identity.dev || stat.ino !== identity.ino) return false;
 		// Zero where the file system keeps no birth time; the mtime check below still applies there.
-		if (this.identity.birthtimeNs !== 0n && stat.birthtimeNs !== this.identity.birthtimeNs) return false;
-		const mtime = Number(stat.mtimeMs);
+		if (identity.birthtimeNs !== 0n && stat.birthtimeNs !== identity.birthtimeNs) return false;
+		const mtime = mtimeOf(stat);
 		if (this.ours.has(mtime)) return true;
 		// File systems with whole-second mtimes store what proper-lockfile set rounded down.
 		return mtime % 1000 === 0 && [...this.ours].some((set) => Math.floor(set / 1000) * 1000 === mtime);
 	}
+}
+
+/**
+ * The mtime in whole ms as proper-lockfile sees it (`stat.mtime.getTime()`, rounded): utimes stores ms values at
+ * µs resolution, often one µs short (…792.999 for …793), which a truncating `mtimeMs` would read as another ms.
+ */
+function mtimeOf(stat: nodeFs.BigIntStats): number {
+	return Math.round(Number(stat.mtimeNs / 1000n) / 1000);
 }

@@ -1,8 +1,9 @@
 /**
  * A real HTTP server on 127.0.0.1 that imitates Anthropic's OAuth token endpoint closely enough for the
- * broker: JSON grants in, `{access_token, refresh_token, expires_in}` out, single-use rotating refresh tokens,
- * and a handful of failure modes (rejection, server error, an error body that echoes the request's token,
- * no answer, a reset connection, a body that is not JSON).
+ * broker: JSON grants in, `{access_token, refresh_token, expires_in}` out, single-use rotating refresh tokens
+ * (a reused one is refused, and `reusedRefreshTokens()` names it), answers delayed on request, and a handful of
+ * failure modes (rejection, server error, an error body that echoes the request's token, no answer, a reset
+ * connection, a body that is not JSON, a redirect).
  */
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
@@ -47,6 +48,8 @@ export interface FakeTokenEndpoint {
 	readonly requests: FakeTokenRequest[];
 	/** Every access and refresh token this endpoint ever issued (grants and mintPair), for leak scans. */
 	readonly issued: string[];
+	/** Refresh tokens that arrived more than once (the endpoint refuses every use but the first). */
+	reusedRefreshTokens(): string[];
 	setMode(mode: FakeTokenMode): void;
 	/** Mode "redirect" from now on: every request is answered `status` with `Location: location`. */
 	redirectTo(status: 301 | 302 | 303 | 307 | 308, location: string): void;
@@ -256,6 +259,13 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 			delayMs = ms;
 		},
 		mintPair,
+		reusedRefreshTokens() {
+			const seen = new Map<string, number>();
+			for (const { refresh_token: token } of requests) {
+				if (typeof token === "string") seen.set(token, (seen.get(token) ?? 0) + 1);
+			}
+			return [...seen].filter(([, count]) => count > 1).map(([token]) => token);
+		},
 		registerRefreshToken(token) {
 			liveRefresh.add(token);
 		},
