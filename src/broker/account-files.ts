@@ -51,11 +51,10 @@ export class FileRefreshLock implements RefreshLock {
 
 	constructor(
 		private readonly lockDir: string,
-		options: FileRefreshLockOptions | number = {},
+		options: FileRefreshLockOptions = {},
 	) {
-		const resolved = typeof options === "number" ? { waitMs: options } : options;
-		this.waitMs = resolved.waitMs ?? 60_000;
-		this.staleMs = resolved.staleMs ?? DEFAULT_LOCK_STALE_MS;
+		this.waitMs = options.waitMs ?? 60_000;
+		this.staleMs = options.staleMs ?? DEFAULT_LOCK_STALE_MS;
 	}
 
 	async run<T>(label: string, fn: (lease: RefreshLease) => Promise<T>): Promise<T> {
