@@ -663,6 +663,15 @@ describe("logins and removals during a refresh in progress", () => {
 		expect(await h.broker.getAccessToken("work")).toBe(login.access);
 	});
 
+	it("a removal is not held back by a lock that cannot be had: the item is deleted anyway", async () => {
+		h.storePair("work", START - 1);
+		h.lock.run = async () => {
+			throw new AccountError("work", "busy", 'Account "work": another pi process held the lock for more than 60 s.');
+		};
+		expect(await h.broker.remove("work")).toBe(true);
+		expect(h.store.items.has("work")).toBe(false);
+	});
+
 	it("a removal waits for the account's refresh lock, so the refresh cannot bring the item back", async () => {
 		h.storePair("work", START - 1);
 		h.endpoint.hold();

@@ -92,7 +92,19 @@ export class FileRefreshLock implements RefreshLock {
 
 	async sending(label: string, from: number): Promise<void> {
 		const record: SendingRecord = { ...thisProcess(), from, at: Date.now() };
-		await writePrivateFileAtomic(this.recordFile(label), `${JSON.stringify(record)}\n`);
+		try {
+			await writePrivateFileAtomic(this.recordFile(label), `${JSON.stringify(record)}\n`);
+		} catch (error) {
+			// Nothing was sent yet: without the record, this refresh is not sent at all.
+			if (error instanceof PrivateFileError) {
+				throw new AccountError(
+					label,
+					"refresh_failed",
+					`Account "${label}": its token was not renewed: ${error.message}`,
+				);
+			}
+			throw error;
+		}
 	}
 
 	async sent(label: string): Promise<void> {

@@ -249,7 +249,10 @@ export class TokenBroker {
 		try {
 			return await this.locked(label, removeItem);
 		} catch (error) {
-			if (error instanceof AccountError && error.kind === "busy") return removeItem();
+			// The lock could not be had (busy, or its directory refused): a removal is never held back by that.
+			if (error instanceof AccountError && (error.kind === "busy" || error.kind === "refresh_failed")) {
+				return removeItem();
+			}
 			throw error;
 		}
 	}
