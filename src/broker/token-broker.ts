@@ -14,6 +14,7 @@ import {
 	sameCredentials,
 	serializeCredentials,
 } from "./credentials.ts";
+import { type UnsavedPair, UnsavedPairs } from "./unsaved-pairs.ts";
 
 export type AccountErrorKind = "revoked" | "needs_login" | "unusable" | "keychain" | "refresh_failed" | "busy";
 
@@ -75,7 +76,7 @@ export type RejectedPair = Pick<StoredCredentials, "expires">;
  * pair that was rejected: it stops refreshes of that pair only, never of a newer one another process stored.
  */
 export interface LoginMarks {
-	/** Whether the account is marked; given a pair, whether that pair is the one marked (an old mark naming none counts). */
+	/** Whether the account is marked; given a pair, whether it is the pair marked (a mark naming none counts). */
 	isMarked(label: string, pair?: RejectedPair): Promise<boolean>;
 	mark(label: string, reason: string, pair?: RejectedPair): Promise<void>;
 	clear(label: string): Promise<void>;
@@ -116,25 +117,6 @@ export interface TokenBrokerOptions {
 
 /** How often a waiting request looks again whether another process's refresh has ended. */
 const WAIT_POLL_MS = 200;
-/** Background retries of an unsaved rotated pair (each later request retries too, at most every retryWriteMs). */
-const MAX_TIMER_RETRIES = 10;
-const MAX_RETRY_DELAY_MS = 5 * 60 * 1000;
-
-/**
- * A rotated pair the keychain did not take. The token endpoint has already invalidated the refresh token it
- * replaces, so dropping it would force a login: this process serves it from memory (never from a file) while
- * the keychain still holds exactly `replaces`, and keeps trying to write it. Any other keychain state wins at
- * once: a deleted item (revocation) or another pair (a login) drops it.
- */
-interface UnsavedPair {
-	replaces: string;
-	pair: StoredCredentials;
-	timerRetries: number;
-	lastTry: number;
-	timer?: NodeJS.Timeout;
-	retrying?: Promise<void>;
-}
-
 /** What a refresh read under the lock: the item as stored (for compare-and-swap) and the pair it holds. */
 interface Snapshot {
 	stored: string;
@@ -160,9 +142,8 @@ export class TokenBroker {
 	private readonly clock: Clock;
 	private readonly refreshMarginMs: number;
 	private readonly waitMs: number;
-	private readonly retryWriteMs: number;
 	private readonly inFlight = new Map<string, Promise<string>>();
-	private readonly unsaved = new Map<string, UnsavedPair>();
+	private readonly unsaved: UnsavedPairs;
 
 	constructor(options: TokenBrokerOptions) {
 		this.secrets = options.secrets;
@@ -172,7 +153,7 @@ export class TokenBroker {
 		this.clock = options.clock ?? systemClock;
 		this.refreshMarginMs = options.refreshMarginMs ?? DEFAULT_REFRESH_MARGIN_MS;
 		this.waitMs = options.waitMs ?? 60_000;
-		this.retryWriteMs = options.retryWriteMs ?? 5_000;
+		this.unsaved = new UnsavedPairs(options.retryWriteMs ?? 5_000, (label, entry) => this.retryWrite(label, entry));
 	}
 
 	get backend(): string {
@@ -186,7 +167,7 @@ export class TokenBroker {
 	/** A valid access token for the account, refreshed first when it expires within the margin. */
 	async getAccessToken(label: string): Promise<string> {
 		const { credentials } = await this.read(label);
-		if (this.unsaved.has(label)) this.retryUnsaved(label, "request");
+		this.unsaved.retrySoon(label);
 		if (this.isFresh(credentials)) return credentials.access;
 		// One refresh per account per process at a time; the file lock does the same across processes.
 		let pending = this.inFlight.get(label);
@@ -203,7 +184,7 @@ export class TokenBroker {
 	 */
 	async storeLogin(label: string, credentials: StoredCredentials): Promise<void> {
 		await this.locked(label, async (lease) => {
-			this.forgetUnsaved(label);
+			this.unsaved.forget(label);
 			await this.writeLogin(label, lease, credentials);
 			await this.marks.clear(label);
 		});
@@ -236,7 +217,7 @@ export class TokenBroker {
 	 */
 	async remove(label: string): Promise<boolean> {
 		const removeItem = async (): Promise<boolean> => {
-			this.forgetUnsaved(label);
+			this.unsaved.forget(label);
 			let removed: boolean;
 			try {
 				removed = await this.secrets.delete(label);
@@ -424,13 +405,13 @@ export class TokenBroker {
 		const now = await this.peek(label);
 		if (now !== undefined && sameSecret(now, secret)) return this.rotated(label, next);
 		if (now !== undefined && now !== replaceable) return this.keepNewer(label, now);
-		this.keepUnsaved(label, replaceable, next);
+		this.unsaved.keep(label, replaceable, next);
 		await this.marks.clear(label).catch(() => {});
 		return { kind: "done", access: next.access };
 	}
 
 	private async rotated(label: string, next: StoredCredentials): Promise<Step> {
-		this.forgetUnsaved(label);
+		this.unsaved.forget(label);
 		// Any successful refresh ends a needs-login mark (one set for an older pair by another process, too).
 		await this.marks.clear(label).catch(() => {});
 		return { kind: "done", access: next.access };
@@ -438,7 +419,7 @@ export class TokenBroker {
 
 	/** The item changed while the refresh was out: the newer state is kept, ours dropped. */
 	private keepNewer(label: string, now: string | null): Step {
-		this.forgetUnsaved(label);
+		this.unsaved.forget(label);
 		if (now === null) {
 			throw new AccountError(
 				label,
@@ -476,54 +457,23 @@ export class TokenBroker {
 		);
 	}
 
-	private keepUnsaved(label: string, replaces: string, pair: StoredCredentials): void {
-		this.forgetUnsaved(label);
-		const entry: UnsavedPair = { replaces, pair, timerRetries: 0, lastTry: performance.now() };
-		this.unsaved.set(label, entry);
-		this.scheduleRetry(label, entry);
-	}
-
-	private forgetUnsaved(label: string): void {
-		const entry = this.unsaved.get(label);
-		if (entry?.timer) clearTimeout(entry.timer);
-		this.unsaved.delete(label);
-	}
-
-	private scheduleRetry(label: string, entry: UnsavedPair): void {
-		if (entry.timerRetries >= MAX_TIMER_RETRIES) return;
-		const delay = Math.min(MAX_RETRY_DELAY_MS, this.retryWriteMs * 2 ** entry.timerRetries);
-		entry.timer = setTimeout(() => {
-			entry.timer = undefined;
-			entry.timerRetries++;
-			this.retryUnsaved(label, "timer");
-		}, delay);
-		// Never keeps the process alive: at exit, an unsaved pair is lost and that account asks for a login.
-		entry.timer.unref?.();
-	}
-
-	/** Tries once more to store the unsaved pair, compare-and-swap under the lock; never throws. */
-	private retryUnsaved(label: string, why: "request" | "timer"): void {
-		const entry = this.unsaved.get(label);
-		if (!entry || entry.retrying) return;
-		if (why === "request" && performance.now() - entry.lastTry < this.retryWriteMs) return;
-		entry.lastTry = performance.now();
-		entry.retrying = this.locked(label, async (lease) => {
-			if (this.unsaved.get(label) !== entry || !(await lease.isHeld())) return;
+	/**
+	 * Another try at storing an unsaved pair, compare-and-swap under the lock: whether the pair is settled (stored,
+	 * or dropped for a deleted item or another login).
+	 */
+	private retryWrite(label: string, entry: UnsavedPair): Promise<boolean> {
+		return this.locked(label, async (lease) => {
+			if (!(await lease.isHeld())) return false;
 			const secret = serializeForKeychain(label, entry.pair);
 			const now = await this.readSecret(label);
-			if (sameSecret(now, secret)) return this.forgetUnsaved(label);
-			if (now !== entry.replaces) return this.forgetUnsaved(label);
+			if (sameSecret(now, secret) || now !== entry.replaces) return true;
 			await this.secrets.set(label, secret).catch(() => this.settle(label));
 			const readBack = await this.readSecret(label);
-			if (sameSecret(readBack, secret)) this.forgetUnsaved(label);
+			if (sameSecret(readBack, secret)) return true;
 			// A keychain that kept something else than what was written: that is what the next try replaces.
-			else if (readBack !== null) entry.replaces = readBack;
-		})
-			.catch(() => {})
-			.finally(() => {
-				entry.retrying = undefined;
-				if (this.unsaved.get(label) === entry && !entry.timer) this.scheduleRetry(label, entry);
-			});
+			if (readBack !== null) entry.replaces = readBack;
+			return false;
+		});
 	}
 
 	/** Waits until no keychain call this process abandoned for the account can still land (bounded by the store). */
@@ -584,7 +534,7 @@ export class TokenBroker {
 		const secret = await this.readSecret(label);
 		const unsaved = this.unsaved.get(label);
 		if (unsaved && secret === unsaved.replaces) return { stored: secret, credentials: unsaved.pair };
-		if (unsaved) this.forgetUnsaved(label);
+		if (unsaved) this.unsaved.forget(label);
 		if (secret === null) {
 			throw new AccountError(
 				label,
