@@ -117,6 +117,7 @@ export interface TokenBrokerOptions {
 
 /** How often a waiting request looks again whether another process's refresh has ended. */
 const WAIT_POLL_MS = 200;
+
 /** What a refresh read under the lock: the item as stored (for compare-and-swap) and the pair it holds. */
 interface Snapshot {
 	stored: string;
@@ -132,7 +133,8 @@ export interface RefreshOptions {
 
 /**
  * The only code that reads, refreshes or writes tokens. Every call reads the keychain afresh, so an item
- * deleted in the keychain UI is respected by the very next request; nothing caches a token.
+ * deleted in the keychain UI is respected by the very next request; nothing caches a token (a rotated pair the
+ * keychain refused is held only while the keychain still holds the very pair it replaces: unsaved-pairs.ts).
  */
 export class TokenBroker {
 	private readonly secrets: SecretStore;
