@@ -33,7 +33,7 @@ export function createCore(settings: Settings = readSettings()): Core {
 			wsl: settings.wsl,
 		}),
 		endpoint: new HttpTokenEndpoint({ url: settings.tokenUrl, timeoutMs: settings.tokenTimeoutMs }),
-		lock: new FileRefreshLock(paths.lockDir),
+		lock: new FileRefreshLock(paths.lockDir, { staleMs: settings.lockStaleMs }),
 		marks: new StateLoginMarks(state),
 		refreshMarginMs: settings.refreshMarginMs,
 	});

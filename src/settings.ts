@@ -2,6 +2,7 @@
  * Every environment variable the extension reads, read here once into one typed value that is passed down.
  * Deliberately import-light (node builtins only): index.ts reads the Messages API base URL at registration.
  */
+import { isIPv4 } from "node:net";
 import { homedir } from "node:os";
 import { join } from "node:path";
 
@@ -15,6 +16,14 @@ export const DEFAULT_REFRESH_MARGIN_MS = 5 * 60 * 1000;
 export const DEFAULT_CALLBACK_PORT = 53692;
 /** How long /mcc-login waits for the browser's redirect or a pasted code before it gives up. */
 export const DEFAULT_LOGIN_TIMEOUT_MS = 10 * 60 * 1000;
+/**
+ * A lock whose holder stopped refreshing it this long ago is taken over. pi's own auth.json lock is a different
+ * trade-off (30 s); ours guards one HTTP refresh or one small file write, so a dead holder blocks others less.
+ * (src/fs/file-lock.ts re-exports it; it lives here so that this file stays import-light.)
+ */
+export const DEFAULT_LOCK_STALE_MS = 10_000;
+/** proper-lockfile's floor: a shorter stale time is raised to this. */
+export const MIN_LOCK_STALE_MS = 2_000;
 
 export interface ExtensionPaths {
 	/** pi's agent directory (`~/.pi/agent`, or `PI_CODING_AGENT_DIR` as pi itself honours it). */
@@ -33,16 +42,22 @@ export interface Settings {
 	keychainService: string;
 	/** `PI_MCC_KEYCHAIN_TIMEOUT_MS`: bound on one keychain call (long enough to answer a macOS prompt). */
 	keychainTimeoutMs: number;
-	/** `PI_MCC_TOKEN_URL`: the OAuth token endpoint, when overridden (tests, proxies). */
+	/** `PI_MCC_TOKEN_URL`: the OAuth token endpoint, when overridden (tests, proxies), exactly as given. */
 	tokenUrl: string | undefined;
+	/** Why `PI_MCC_TOKEN_URL` is refused (then no token request is sent at all), with the fix. */
+	tokenUrlProblem: string | undefined;
 	/** `PI_MCC_TOKEN_TIMEOUT_MS`. */
 	tokenTimeoutMs: number;
 	/** `PI_MCC_ANTHROPIC_BASE_URL`: the Messages API and the OAuth usage endpoint. */
 	anthropicBaseUrl: string;
 	/** Whether `PI_MCC_ANTHROPIC_BASE_URL` is set. */
 	anthropicBaseUrlOverridden: boolean;
+	/** Why `PI_MCC_ANTHROPIC_BASE_URL` is refused (then no request carries a token at all), with the fix. */
+	anthropicBaseUrlProblem: string | undefined;
 	/** `PI_MCC_REFRESH_MARGIN_MS`: refresh when the access token expires within this margin. */
 	refreshMarginMs: number;
+	/** `PI_MCC_LOCK_STALE_MS`: refresh locks of a holder silent this long are taken over (tests shorten it). */
+	lockStaleMs: number;
 	/**
 	 * `PI_MCC_CALLBACK_PORT`: where /mcc-login listens for the browser's redirect (127.0.0.1 and ::1; a free port
 	 * when it is taken); 0 = paste only.
@@ -60,15 +75,23 @@ export interface Settings {
 
 export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 	const anthropicOverride = nonEmpty(env.PI_MCC_ANTHROPIC_BASE_URL);
+	const tokenUrl = nonEmpty(env.PI_MCC_TOKEN_URL);
 	return {
 		paths: resolvePaths(env),
 		keychainService: nonEmpty(env.PI_MCC_KEYCHAIN_SERVICE) ?? KEYCHAIN_SERVICE,
 		keychainTimeoutMs: positiveNumber(env.PI_MCC_KEYCHAIN_TIMEOUT_MS) ?? DEFAULT_KEYCHAIN_TIMEOUT_MS,
-		tokenUrl: nonEmpty(env.PI_MCC_TOKEN_URL),
+		tokenUrl,
+		tokenUrlProblem: tokenUrl === undefined ? undefined : endpointUrlProblem("PI_MCC_TOKEN_URL", tokenUrl),
 		tokenTimeoutMs: positiveNumber(env.PI_MCC_TOKEN_TIMEOUT_MS) ?? DEFAULT_TOKEN_TIMEOUT_MS,
+		// Never the default in place of a refused override: requests fail with the problem instead.
 		anthropicBaseUrl: anthropicOverride ?? DEFAULT_ANTHROPIC_BASE_URL,
 		anthropicBaseUrlOverridden: anthropicOverride !== undefined,
+		anthropicBaseUrlProblem:
+			anthropicOverride === undefined
+				? undefined
+				: endpointUrlProblem("PI_MCC_ANTHROPIC_BASE_URL", anthropicOverride),
 		refreshMarginMs: nonNegativeNumber(env.PI_MCC_REFRESH_MARGIN_MS) ?? DEFAULT_REFRESH_MARGIN_MS,
+		lockStaleMs: Math.max(MIN_LOCK_STALE_MS, positiveNumber(env.PI_MCC_LOCK_STALE_MS) ?? DEFAULT_LOCK_STALE_MS),
 		callbackPort: port(env.PI_MCC_CALLBACK_PORT) ?? DEFAULT_CALLBACK_PORT,
 		loginTimeoutMs: positiveNumber(env.PI_MCC_LOGIN_TIMEOUT_MS) ?? DEFAULT_LOGIN_TIMEOUT_MS,
 		openBrowser: env.PI_MCC_NO_BROWSER !== "1",
@@ -86,6 +109,59 @@ export function settingsKey(env: NodeJS.ProcessEnv = process.env): string {
 		env.PI_MCC_TOKEN_URL,
 		env.PI_MCC_ANTHROPIC_BASE_URL,
 	].join("\u0000");
+}
+
+/**
+ * Why an endpoint override may not receive tokens, or `undefined` when it may: it must be an absolute `https:`
+ * URL, or `http:` to this machine's loopback (127.0.0.0/8, ::1, localhost), and carry no user name or password.
+ * The message names the variable and the fix and never quotes a password, a query or an unparseable value.
+ */
+export function endpointUrlProblem(variable: string, raw: string): string | undefined {
+	let url: URL;
+	try {
+		url = new URL(raw);
+	} catch {
+		return (
+			`${variable} is refused: it is not an absolute URL (e.g. https://proxy.example.com/…). Fix it or unset ` +
+			"it; nothing is sent until then."
+		);
+	}
+	if (url.username !== "" || url.password !== "") {
+		return (
+			`${variable} is refused: it carries a user name or password (${shownUrl(raw)}), which would travel with ` +
+			"every token. Remove them from the URL; nothing is sent until then."
+		);
+	}
+	if (url.protocol === "https:") return undefined;
+	if (url.protocol === "http:" && isLoopbackHost(url.hostname)) return undefined;
+	const what =
+		url.protocol === "http:"
+			? `it sends tokens unencrypted over http: to ${url.hostname}, which is not this machine's loopback`
+			: `its scheme ${url.protocol} is not https:`;
+	return (
+		`${variable} is refused: ${what} (${shownUrl(raw)}). Use an https: URL, or http: only to 127.0.0.1, [::1] ` +
+		"or localhost, or unset it; nothing is sent until then."
+	);
+}
+
+/** A URL as messages show it: no user name, password, query or fragment (any of them can carry a secret). */
+export function shownUrl(raw: string): string {
+	try {
+		const url = new URL(raw);
+		url.username = "";
+		url.password = "";
+		url.search = "";
+		url.hash = "";
+		return url.href;
+	} catch {
+		return "(not a URL)";
+	}
+}
+
+/** 127.0.0.0/8, ::1 and localhost; the URL parser has already normalised `127.1`, `0x7f.1` and the like. */
+function isLoopbackHost(hostname: string): boolean {
+	if (hostname === "localhost" || hostname === "[::1]") return true;
+	return isIPv4(hostname) && hostname.startsWith("127.");
 }
 
 export function resolvePaths(env: NodeJS.ProcessEnv = process.env): ExtensionPaths {

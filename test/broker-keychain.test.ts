@@ -5,12 +5,14 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FileRefreshLock, StateLoginMarks } from "../src/broker/account-files.ts";
 import type { StoredCredentials } from "../src/broker/credentials.ts";
-import { AccountError, type Clock, TokenBroker } from "../src/broker/token-broker.ts";
+import { AccountError, type Clock, TokenBroker, type TokenBrokerOptions } from "../src/broker/token-broker.ts";
 import { createStateStore } from "../src/config/stores.ts";
 import { OsSecretStore } from "../src/keychain/os-secret-store.ts";
+import { KeychainError, type SecretStore } from "../src/keychain/secret-store.ts";
 import { ANTHROPIC_OAUTH, HttpTokenEndpoint } from "../src/oauth/token-endpoint.ts";
 import { type FakeTokenEndpoint, type FakeTokenMode, startFakeTokenEndpoint } from "./helpers/fake-token-endpoint.ts";
 import { once, requireSecretService, secretToolClear, secretToolLookup, uniqueService } from "./helpers/keyring.ts";
+import { waitFor } from "./helpers/pi-harness.ts";
 
 const SERVICE = uniqueService("broker-keychain");
 const HOUR = 60 * 60 * 1000;
@@ -32,7 +34,7 @@ interface Setup {
 	stateFile: string;
 	/** Stores a pair the fake endpoint issued, as a login would, expiring at `expires`. */
 	login(expires: number): Promise<StoredCredentials>;
-	brokerWith(endpointTimeoutMs: number): TokenBroker;
+	brokerWith(endpointTimeoutMs: number, options?: Partial<TokenBrokerOptions>): TokenBroker;
 }
 
 let setup: Setup | undefined;
@@ -52,13 +54,14 @@ beforeEach(async () => {
 	const clock = new SettableClock();
 	const secrets = new OsSecretStore({ service: SERVICE, timeoutMs: 10_000 });
 	const stateFile = join(dir, "multi-claude-code-state.json");
-	const brokerWith = (endpointTimeoutMs: number): TokenBroker =>
+	const brokerWith = (endpointTimeoutMs: number, options: Partial<TokenBrokerOptions> = {}): TokenBroker =>
 		new TokenBroker({
 			secrets,
 			endpoint: new HttpTokenEndpoint({ url: fake.url, timeoutMs: endpointTimeoutMs }),
-			lock: new FileRefreshLock(join(dir, "multi-claude-code-locks"), 10_000),
+			lock: new FileRefreshLock(join(dir, "multi-claude-code-locks"), { waitMs: 10_000 }),
 			marks: new StateLoginMarks(createStateStore(stateFile)),
 			clock,
+			...options,
 		});
 	const broker = brokerWith(5_000);
 	setup = {
@@ -284,6 +287,109 @@ describe("a refresh the token endpoint does not grant", () => {
 		const state = JSON.parse(await fs.readFile(t.stateFile, "utf8"));
 		expect(state.needsLogin).toEqual({});
 		expect(await broker.getAccessToken(label)).toBe(fresh.access);
+	});
+});
+
+/** The real keychain, except that its first `failures` writes fail (a keychain that refuses for a while). */
+class FirstWritesFail implements SecretStore {
+	readonly backend: string;
+	writes = 0;
+	constructor(
+		private readonly inner: SecretStore,
+		private failures: number,
+	) {
+		this.backend = inner.backend;
+	}
+	get(label: string): Promise<string | null> {
+		return this.inner.get(label);
+	}
+	async set(label: string, secret: string): Promise<void> {
+		this.writes++;
+		if (this.failures-- > 0) throw new KeychainError("failed", "The test keychain refused this write.");
+		return this.inner.set(label, secret);
+	}
+	delete(label: string): Promise<boolean> {
+		return this.inner.delete(label);
+	}
+}
+
+/** Starts a refresh against the delayed endpoint; resolves (with its outcome, still pending) once it was sent. */
+async function refreshInFlight(broker: TokenBroker): Promise<{ outcome: Promise<unknown> }> {
+	const t = current();
+	t.fake.setDelay(800);
+	const outcome = broker.getAccessToken(t.label).catch((error: unknown) => error);
+	await waitFor(() => t.fake.requests.length === 1 || undefined, "the refresh to reach the endpoint");
+	return { outcome };
+}
+
+describe("the keychain item changing while a delayed refresh is out", () => {
+	it("deleted with secret-tool clear: the item is still absent afterwards, and the request says it was removed", async () => {
+		const t = current();
+		await t.login(t.clock.time - 1);
+		const { outcome } = await refreshInFlight(t.broker);
+		await secretToolClear(SERVICE, t.label);
+		const error = (await outcome) as AccountError;
+		expect(error).toBeInstanceOf(AccountError);
+		expect(error.kind).toBe("revoked");
+		expect(t.fake.requests).toHaveLength(1);
+		await new Promise((resolve) => setTimeout(resolve, 300));
+		expect(await secretToolLookup(SERVICE, t.label)).toBeNull();
+		expect((await accountError(t.broker.getAccessToken(t.label))).kind).toBe("revoked");
+		expectNoToken(error);
+	});
+
+	it("removed with the broker (/mcc-remove): the removal waits for the refresh, and the item stays removed", async () => {
+		const t = current();
+		await t.login(t.clock.time - 1);
+		const { outcome } = await refreshInFlight(t.broker);
+		expect(await t.broker.remove(t.label)).toBe(true);
+		await outcome;
+		expect(await secretToolLookup(SERVICE, t.label)).toBeNull();
+	});
+
+	it("logged in again meanwhile: the new login is kept, not undone by the refresh", async () => {
+		const t = current();
+		await t.login(t.clock.time - 1);
+		const { outcome } = await refreshInFlight(t.broker);
+		const fresh = { ...t.fake.mintPair(), expires: t.clock.time + 8 * HOUR };
+		await t.broker.storeLogin(t.label, fresh);
+		await outcome;
+		expect(JSON.parse((await secretToolLookup(SERVICE, t.label)) ?? "null")).toEqual({ v: 1, ...fresh });
+		expect(await t.broker.getAccessToken(t.label)).toBe(fresh.access);
+	});
+});
+
+describe("a keychain that fails the first writes of a rotated pair", () => {
+	it("still answers the request with the new token, and the item ends up holding the new pair", async () => {
+		const t = current();
+		const old = await t.login(t.clock.time - 1);
+		const flaky = new FirstWritesFail(t.secrets, 3);
+		const broker = new TokenBroker({
+			secrets: flaky,
+			endpoint: new HttpTokenEndpoint({ url: t.fake.url, timeoutMs: 5_000 }),
+			lock: new FileRefreshLock(join(t.dir, "multi-claude-code-locks"), { waitMs: 10_000 }),
+			marks: new StateLoginMarks(createStateStore(t.stateFile)),
+			clock: t.clock,
+			retryWriteMs: 50,
+		});
+		const token = await broker.getAccessToken(t.label);
+		const [, , access, refresh] = t.fake.issued;
+		expect(token).toBe(access);
+		expect(t.fake.requests.map((request) => request.refresh_token)).toEqual([old.refresh]);
+		await waitFor(
+			async () => JSON.parse((await secretToolLookup(SERVICE, t.label)) ?? "null")?.refresh === refresh || undefined,
+			"the new pair in the keychain",
+		);
+		expect(JSON.parse((await secretToolLookup(SERVICE, t.label)) ?? "null")).toEqual({
+			v: 1,
+			access,
+			refresh,
+			expires: t.clock.time + 28_800 * 1000,
+		});
+		expect(flaky.writes).toBe(4);
+		expect(await broker.getAccessToken(t.label)).toBe(access);
+		expect(t.fake.requests).toHaveLength(1);
+		await expectNoTokenInFiles();
 	});
 });
 

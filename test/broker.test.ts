@@ -1,12 +1,13 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { type StoredCredentials, serializeCredentials } from "../src/broker/credentials.ts";
-import { AccountError, TokenBroker } from "../src/broker/token-broker.ts";
+import { AccountError, TokenBroker, type TokenBrokerOptions } from "../src/broker/token-broker.ts";
 import { KeychainError } from "../src/keychain/secret-store.ts";
 import { TokenEndpointError } from "../src/oauth/token-endpoint.ts";
 import { DEFAULT_REFRESH_MARGIN_MS } from "../src/settings.ts";
 import { newAccessToken, newRefreshToken } from "./helpers/fake-token-endpoint.ts";
 import { FakeClock, MemoryLock, MemoryMarks, ScriptedEndpoint } from "./helpers/memory-broker.ts";
 import { MemorySecretStore } from "./helpers/memory-secret-store.ts";
+import { waitFor } from "./helpers/pi-harness.ts";
 
 const HOUR = 60 * 60 * 1000;
 const START = Date.UTC(2025, 0, 15, 9, 0, 0);
@@ -24,13 +25,13 @@ interface Harness {
 	storePair(label: string, expires: number): StoredCredentials;
 }
 
-function harness(): Harness {
-	const store = new MemorySecretStore();
+function harness(options: Partial<TokenBrokerOptions> & { store?: MemorySecretStore } = {}): Harness {
+	const store = options.store ?? new MemorySecretStore();
 	const endpoint = new ScriptedEndpoint();
 	const lock = new MemoryLock();
 	const marks = new MemoryMarks();
 	const clock = new FakeClock(START);
-	const broker = new TokenBroker({ secrets: store, endpoint, lock, marks, clock });
+	const broker = new TokenBroker({ secrets: store, endpoint, lock, marks, clock, ...options });
 	const secrets: string[] = [];
 	const pair = (expires: number): StoredCredentials => {
 		const credentials = { access: newAccessToken(), refresh: newRefreshToken(), expires };
@@ -237,15 +238,21 @@ describe("a refresh that fails for another reason", () => {
 		expectNoSecret(error, h.secrets);
 	});
 
-	it("a refreshed pair the keychain refuses to store fails with kind keychain and names /mcc-login", async () => {
-		h.storePair("work", START - 1);
+	it("a refreshed pair the keychain refuses twice is served from memory, not dropped, and the item stays as it was", async () => {
+		const before = h.storePair("work", START - 1);
+		const item = h.store.items.get("work");
 		h.store.fail("set", () => new KeychainError("locked", "The keychain collection is locked."));
-		const error = await accountError(h.broker.getAccessToken("work"));
-		expect(error.kind).toBe("keychain");
-		expect(error.message).toContain("locked");
-		expect(error.message).toContain("/mcc-login work");
+		const token = await h.broker.getAccessToken("work");
+		expect(token).toBe(h.endpoint.issued[0]);
 		expect(h.store.count("set")).toBe(2);
-		expectNoSecret(error, [...h.secrets, ...h.endpoint.issued]);
+		expect(h.store.items.get("work")).toBe(item);
+		// The next request uses it too, without a second refresh (the old refresh token is dead at the endpoint).
+		expect(await h.broker.getAccessToken("work")).toBe(token);
+		expect(h.endpoint.refreshes).toEqual([before.refresh]);
+		const health = await h.broker.describe("work");
+		expect(health.status).toBe("ok");
+		expect(health.detail).toContain("/mcc-login work");
+		expectNoSecret(new Error(health.detail), [...h.secrets, ...h.endpoint.issued]);
 	});
 
 	it("one failed keychain write is retried, and the refresh then succeeds", async () => {
@@ -263,11 +270,12 @@ describe("a refresh that fails for another reason", () => {
 			const parsed = JSON.parse(secret) as StoredCredentials;
 			return JSON.stringify({ ...parsed, expires: parsed.expires - HOUR });
 		};
-		const error = await accountError(h.broker.getAccessToken("work"));
-		expect(error.kind).toBe("keychain");
-		expect(error.message).toContain("could not be stored");
+		const token = await h.broker.getAccessToken("work");
+		expect(token).toBe(h.endpoint.issued[0]);
 		expect(h.store.count("set")).toBe(2);
-		expectNoSecret(error, [...h.secrets, ...h.endpoint.issued]);
+		// What the keychain kept is not taken for the new pair: the pair in memory is the one served and described.
+		expect((await h.broker.describe("work")).expiresAt).toBe(START + h.endpoint.expiresInMs);
+		expect((await h.broker.describe("work")).detail).toContain("not in the test keychain yet");
 	});
 });
 
@@ -407,5 +415,318 @@ describe("logging in, comparing and removing", () => {
 		const error = await accountError(h.broker.remove("work"));
 		expect(error.kind).toBe("keychain");
 		expect(h.store.items.has("work")).toBe(true);
+	});
+});
+
+/** Resolves once `check` holds, polling (bounded). */
+async function until(check: () => boolean, what: string, withinMs = 2_000): Promise<void> {
+	await waitFor(() => check() || undefined, what, withinMs);
+}
+
+describe("a refresh whose lock another process took over (the holder was frozen past the stale time)", () => {
+	it("is not sent once the lock is lost; it is sent under the lock taken again", async () => {
+		const stored = h.storePair("work", START - 1);
+		let first = true;
+		h.lock.beforeRun = async (label) => {
+			if (!first) return;
+			first = false;
+			h.lock.loseCurrent(label);
+		};
+		const sentWhileHeld: boolean[] = [];
+		h.endpoint.onRefresh = () => sentWhileHeld.push(h.lock.active.get("work") === true);
+		const token = await h.broker.getAccessToken("work");
+		expect(sentWhileHeld).toEqual([true]);
+		expect(h.endpoint.refreshes).toEqual([stored.refresh]);
+		expect(h.lock.runs).toBe(2);
+		expect(token).toBe(h.endpoint.issued[0]);
+	});
+
+	it("stores the answer that arrives after the loss only under the lock taken again, compare-and-swap", async () => {
+		h.storePair("work", START - 1);
+		h.endpoint.hold();
+		const pending = h.broker.getAccessToken("work");
+		await until(() => h.endpoint.refreshes.length === 1, "the refresh");
+		h.lock.loseCurrent("work");
+		const writesWhileHeld: boolean[] = [];
+		const set = h.store.set.bind(h.store);
+		h.store.set = async (label, secret) => {
+			writesWhileHeld.push(h.lock.active.get(label) === true);
+			return set(label, secret);
+		};
+		h.endpoint.release();
+		const token = await pending;
+		expect(token).toBe(h.endpoint.issued[0]);
+		expect(writesWhileHeld).toEqual([true]);
+		expect(h.lock.runs).toBe(2);
+		expect(JSON.parse(h.store.items.get("work") ?? "{}").access).toBe(token);
+	});
+});
+
+describe("a keychain item that changes while a refresh is out", () => {
+	it("keeps a login stored meanwhile; the refreshed pair is dropped", async () => {
+		h.storePair("work", START - 1);
+		h.endpoint.hold();
+		const pending = h.broker.getAccessToken("work");
+		await until(() => h.endpoint.refreshes.length === 1, "the refresh");
+		// Another program (or a pi process without the lock) writes a new login.
+		const login = h.storePair("work", START + 8 * HOUR);
+		const item = h.store.items.get("work");
+		h.endpoint.release();
+		expect(await pending).toBe(login.access);
+		expect(h.store.items.get("work")).toBe(item);
+		expect(h.store.count("set")).toBe(0);
+	});
+
+	it("keeps an item deleted meanwhile deleted, and the request fails as revoked", async () => {
+		h.storePair("work", START - 1);
+		h.endpoint.hold();
+		const pending = h.broker.getAccessToken("work");
+		await until(() => h.endpoint.refreshes.length === 1, "the refresh");
+		h.store.items.delete("work");
+		h.endpoint.release();
+		const error = await accountError(pending);
+		expect(error.kind).toBe("revoked");
+		expect(error.message).toContain("stays removed");
+		expect(error.message).toContain("/mcc-login work");
+		expect(h.store.items.has("work")).toBe(false);
+		expect(h.store.count("set")).toBe(0);
+		expectNoSecret(error, [...h.secrets, ...h.endpoint.issued]);
+	});
+});
+
+describe("logins and removals during a refresh in progress", () => {
+	it("a login waits for the account's refresh lock, so the refresh cannot undo it", async () => {
+		h.storePair("work", START - 1);
+		h.endpoint.hold();
+		const refreshing = h.broker.getAccessToken("work");
+		await until(() => h.endpoint.refreshes.length === 1, "the refresh");
+		const login = h.pair(START + 8 * HOUR);
+		const storing = h.broker.storeLogin("work", login);
+		h.endpoint.release();
+		await Promise.all([refreshing, storing]);
+		expect(JSON.parse(h.store.items.get("work") ?? "{}")).toEqual({ v: 1, ...login });
+		expect(await h.broker.getAccessToken("work")).toBe(login.access);
+	});
+
+	it("a removal is not held back by a lock that cannot be had: the item is deleted anyway", async () => {
+		h.storePair("work", START - 1);
+		h.lock.run = async () => {
+			throw new AccountError("work", "busy", 'Account "work": another pi process held the lock for more than 60 s.');
+		};
+		expect(await h.broker.remove("work")).toBe(true);
+		expect(h.store.items.has("work")).toBe(false);
+	});
+
+	it("a removal waits for the account's refresh lock, so the refresh cannot bring the item back", async () => {
+		h.storePair("work", START - 1);
+		h.endpoint.hold();
+		const refreshing = h.broker.getAccessToken("work").catch((error: unknown) => error);
+		await until(() => h.endpoint.refreshes.length === 1, "the refresh");
+		const removing = h.broker.remove("work");
+		h.endpoint.release();
+		await refreshing;
+		expect(await removing).toBe(true);
+		expect(h.store.items.has("work")).toBe(false);
+		expect((await accountError(h.broker.getAccessToken("work"))).kind).toBe("revoked");
+	});
+});
+
+describe("a refresh another live process has out", () => {
+	it("is not sent a second time: the request waits until that process stored its answer", async () => {
+		const old = h.storePair("work", START - 1);
+		h.lock.senders.set("work", { from: old.expires, who: "pi process 4242, which is stopped," });
+		const pending = h.broker.getAccessToken("work");
+		await new Promise((resolve) => setTimeout(resolve, 300));
+		expect(h.endpoint.refreshes).toEqual([]);
+		const theirs = h.storePair("work", START + 8 * HOUR);
+		h.lock.senders.delete("work");
+		expect(await pending).toBe(theirs.access);
+		expect(h.endpoint.refreshes).toEqual([]);
+	});
+
+	it("gives up with kind busy after the wait bound, naming that process and what to do", async () => {
+		h = harness({ waitMs: 300 });
+		const old = h.storePair("work", START - 1);
+		h.lock.senders.set("work", { from: old.expires, who: "pi process 4242, which is stopped," });
+		const error = await accountError(h.broker.getAccessToken("work"));
+		expect(error.kind).toBe("busy");
+		expect(error.message).toContain("pi process 4242, which is stopped,");
+		expect(error.message).toContain("fg");
+		expect(h.endpoint.refreshes).toEqual([]);
+	});
+
+	it("is recorded before the refresh token leaves, naming the pair it refreshes", async () => {
+		const old = h.storePair("work", START - 1);
+		h.endpoint.onRefresh = () => expect(h.lock.records).toEqual([{ label: "work", from: old.expires }]);
+		await h.broker.getAccessToken("work");
+		expect(h.endpoint.refreshes).toHaveLength(1);
+	});
+});
+
+describe("needs-login marks tied to the pair Anthropic rejected", () => {
+	const invalidGrant = { error: new TokenEndpointError("invalid_grant", "rejected (invalid_grant)", 400) };
+
+	it("name the rejected pair by its expiry", async () => {
+		const rejected = h.storePair("work", START - 1);
+		h.endpoint.answerNext(invalidGrant);
+		await accountError(h.broker.getAccessToken("work"));
+		expect(h.marks.marked.get("work")).toEqual({
+			reason: "refresh token rejected (invalid_grant)",
+			pairExpires: rejected.expires,
+		});
+	});
+
+	it("do not stop the refresh of a newer pair another process stored, and that refresh clears them", async () => {
+		const rejected = h.storePair("work", START - 1);
+		await h.marks.mark("work", "invalid_grant", rejected);
+		const newer = h.storePair("work", START - 2);
+		const token = await h.broker.getAccessToken("work");
+		expect(h.endpoint.refreshes).toEqual([newer.refresh]);
+		expect(token).toBe(h.endpoint.issued[0]);
+		expect(h.marks.marked.has("work")).toBe(false);
+	});
+
+	it("are not set when another process stored a newer pair while the rejected refresh was out", async () => {
+		h.storePair("work", START - 1);
+		h.endpoint.hold();
+		h.endpoint.answerNext(invalidGrant);
+		const pending = h.broker.getAccessToken("work");
+		await until(() => h.endpoint.refreshes.length === 1, "the refresh");
+		const theirs = h.storePair("work", START + 8 * HOUR);
+		h.endpoint.release();
+		expect(await pending).toBe(theirs.access);
+		expect(h.marks.marked.size).toBe(0);
+		expect((await h.broker.describe("work")).status).toBe("ok");
+	});
+});
+
+describe("a rotated pair the keychain would not store", () => {
+	it("is written by a background retry once the keychain works again, and the request never failed", async () => {
+		h = harness({ retryWriteMs: 20 });
+		h.storePair("work", START - 1);
+		h.store.fail("set", () => new KeychainError("failed", "transient"), { times: 3 });
+		const token = await h.broker.getAccessToken("work");
+		expect(token).toBe(h.endpoint.issued[0]);
+		await until(() => JSON.parse(h.store.items.get("work") ?? "{}").access === token, "the retried write");
+		expect(JSON.parse(h.store.items.get("work") ?? "{}")).toEqual({
+			v: 1,
+			access: h.endpoint.issued[0],
+			refresh: h.endpoint.issued[1],
+			expires: START + h.endpoint.expiresInMs,
+		});
+		expect(h.store.count("set")).toBe(4);
+		expect((await h.broker.describe("work")).detail).toBeUndefined();
+	});
+
+	it("is still written by a later request once the timer's retries are used up", async () => {
+		h = harness({ retryWriteMs: 1 });
+		h.storePair("work", START - 1);
+		h.store.fail("set", () => new KeychainError("failed", "still failing"));
+		const token = await h.broker.getAccessToken("work");
+		// Two writes of the refresh itself, then ten timer retries (1 ms, 2 ms, … 512 ms apart), then no more.
+		await until(() => h.store.count("set") === 12, "the timer's retries", 5_000);
+		await new Promise((resolve) => setTimeout(resolve, 100));
+		expect(h.store.count("set")).toBe(12);
+		h.store.clearFailures();
+		expect(await h.broker.getAccessToken("work")).toBe(token);
+		await until(() => JSON.parse(h.store.items.get("work") ?? "{}").access === token, "the write of the request");
+		expect(h.endpoint.refreshes).toHaveLength(1);
+		expect(h.store.count("set")).toBe(13);
+	});
+
+	it("gives way at once to a deletion in the keychain: the very next request is refused, and no retry restores it", async () => {
+		h = harness({ retryWriteMs: 20 });
+		h.storePair("work", START - 1);
+		h.store.fail("set", () => new KeychainError("locked", "locked"));
+		await h.broker.getAccessToken("work");
+		h.store.items.delete("work");
+		expect((await accountError(h.broker.getAccessToken("work"))).kind).toBe("revoked");
+		h.store.clearFailures();
+		const sets = h.store.count("set");
+		await new Promise((resolve) => setTimeout(resolve, 200));
+		expect(h.store.items.has("work")).toBe(false);
+		expect(h.store.count("set")).toBe(sets);
+	});
+
+	it("gives way to a login stored meanwhile", async () => {
+		h = harness({ retryWriteMs: 20 });
+		h.storePair("work", START - 1);
+		h.store.fail("set", () => new KeychainError("locked", "locked"), { times: 2 });
+		await h.broker.getAccessToken("work");
+		const login = h.storePair("work", START + 8 * HOUR);
+		expect(await h.broker.getAccessToken("work")).toBe(login.access);
+		await new Promise((resolve) => setTimeout(resolve, 200));
+		expect(JSON.parse(h.store.items.get("work") ?? "{}").access).toBe(login.access);
+	});
+});
+
+/** A keychain whose writes outlive their time bound: the call fails, the write lands later, when released. */
+class LateWritingStore extends MemorySecretStore {
+	private landings: Array<() => void> = [];
+	private pending: Promise<void>[] = [];
+	lateWrites = 0;
+
+	override async set(label: string, secret: string): Promise<void> {
+		if (this.lateWrites <= 0) return super.set(label, secret);
+		this.lateWrites--;
+		this.calls.push({ operation: "set", label });
+		this.pending.push(
+			new Promise<void>((resolve) => {
+				this.landings.push(() => {
+					this.items.set(label, secret);
+					resolve();
+				});
+			}),
+		);
+		throw new KeychainError("timeout", "The test keychain did not answer a write within 1 s.");
+	}
+
+	async settled(): Promise<void> {
+		await Promise.all(this.pending);
+	}
+
+	land(): void {
+		for (const landing of this.landings.splice(0)) landing();
+	}
+}
+
+describe("a keychain write abandoned on its time bound", () => {
+	it("keeps the lock until it settles, and a write that landed late counts as stored", async () => {
+		const store = new LateWritingStore();
+		h = harness({ store });
+		h.storePair("work", START - 1);
+		store.lateWrites = 1;
+		const pending = h.broker.getAccessToken("work");
+		await until(() => store.count("set") === 1, "the write");
+		await new Promise((resolve) => setTimeout(resolve, 50));
+		expect(h.lock.active.get("work")).toBe(true);
+		store.land();
+		const token = await pending;
+		expect(token).toBe(h.endpoint.issued[0]);
+		expect(h.lock.active.get("work")).toBe(false);
+		expect(store.count("set")).toBe(1);
+		expect(JSON.parse(store.items.get("work") ?? "{}").access).toBe(token);
+	});
+});
+
+describe("a forced refresh (rotating a pair right after it was imported)", () => {
+	it("renews a fresh pair once", async () => {
+		const stored = h.storePair("work", START + 8 * HOUR);
+		const token = await h.broker.refreshUnderLock("work", { force: true });
+		expect(h.endpoint.refreshes).toEqual([stored.refresh]);
+		expect(token).toBe(h.endpoint.issued[0]);
+		expect(JSON.parse(h.store.items.get("work") ?? "{}").refresh).toBe(h.endpoint.issued[1]);
+	});
+
+	it("counts a rotation another process made while it waited, instead of rotating again", async () => {
+		h.storePair("work", START + 8 * HOUR);
+		const old = h.store.items.get("work") ?? "";
+		h.lock.senders.set("work", { from: JSON.parse(old).expires, who: "pi process 7" });
+		const pending = h.broker.refreshUnderLock("work", { force: true });
+		await new Promise((resolve) => setTimeout(resolve, 300));
+		const theirs = h.storePair("work", START + 9 * HOUR);
+		h.lock.senders.delete("work");
+		expect(await pending).toBe(theirs.access);
+		expect(h.endpoint.refreshes).toEqual([]);
 	});
 });

@@ -120,6 +120,8 @@ beforeEach(async () => {
 		PI_MCC_KEYCHAIN_SERVICE: SERVICE,
 		PI_MCC_TOKEN_TIMEOUT_MS: "10000",
 		PI_MCC_KEYCHAIN_TIMEOUT_MS: "15000",
+		// The shortest stale time the lock allows, so a frozen holder loses its lock in 2 s, not 10 s.
+		PI_MCC_LOCK_STALE_MS: "2000",
 	};
 	scene = {
 		dir,
@@ -224,4 +226,75 @@ describe("many pi processes asking for the same expiring account at once", () =>
 		expect(JSON.parse((await secretToolLookup(SERVICE, label)) ?? "null")).toEqual({ v: 1, ...old });
 		expectNoTokenInOutput([old.access, old.refresh]);
 	});
+});
+
+/** Lets a stopped child run again, whatever happened in between (a test must never leave one stopped). */
+function resume(worker: Worker): void {
+	try {
+		if (worker.child.pid) process.kill(worker.child.pid, "SIGCONT");
+	} catch {
+		// already gone
+	}
+}
+
+describe("a refresh whose process is frozen (SIGSTOP) after it sent, while a second process needs the account", () => {
+	it(
+		"the endpoint never sees the refresh token twice; after SIGCONT both get the new token and no mark remains",
+		SLOW,
+		async () => {
+			const { fake, label, dir, core, env } = current();
+			const old = await storeExpiredLogin();
+			// Long enough that the first process is stopped before its answer arrives (and is handled only on SIGCONT).
+			fake.setDelay(1_500);
+			const workerEnv = { ...env, PI_MCC_WORKER_LABEL: label };
+			const first = startWorker(workerEnv);
+			current().workers.push(first);
+			expect((await lineAfter(first, 0, 60_000)).status).toBe("expired");
+			first.child.stdin?.write("go\n");
+			const deadline = Date.now() + 20_000;
+			while (fake.requests.length === 0) {
+				if (Date.now() > deadline) throw new Error(`the first process sent no refresh: ${first.output}`);
+				await new Promise((resolve) => setTimeout(resolve, 5));
+			}
+			process.kill(first.child.pid ?? 0, "SIGSTOP");
+			try {
+				const second = startWorker(workerEnv);
+				current().workers.push(second);
+				expect((await lineAfter(second, 0, 60_000)).status).toBe("expired");
+				second.child.stdin?.write("go\n");
+				// The first process's lock goes stale 2 s after its last refresh of it; give the second time to take
+				// it over and find that a live (stopped) process has this refresh token out.
+				await new Promise((resolve) => setTimeout(resolve, 4_000));
+				expect(fake.requests.map((request) => request.refresh_token)).toEqual([old.refresh]);
+				expect(second.lines).toHaveLength(1);
+				const record = JSON.parse(
+					await fs.readFile(join(dir, "agent", "multi-claude-code-locks", `${label}.sending`), "utf8"),
+				);
+				expect(record).toMatchObject({ pid: first.child.pid, from: old.expires });
+				resume(first);
+				const [one, two] = await Promise.all([lineAfter(first, 1, 30_000), lineAfter(second, 1, 30_000)]);
+				console.log(
+					`[contention] frozen sender: the second process waited ${(two.endedAt ?? 0) - (two.startedAt ?? 0)} ms ` +
+						`and sent nothing; ${fake.requests.length} token request(s) seen`,
+				);
+				for (const result of [one, two])
+					expect(result.error ?? result.fatal, JSON.stringify(result)).toBeUndefined();
+				const access = fake.issued.at(-2);
+				expect(one.sha256).toBe(sha256(access ?? ""));
+				expect(two.sha256).toBe(sha256(access ?? ""));
+			} finally {
+				resume(first);
+			}
+			expect(fake.reusedRefreshTokens()).toEqual([]);
+			expect(fake.requests).toHaveLength(1);
+			const stored = JSON.parse((await secretToolLookup(SERVICE, label)) ?? "null");
+			expect(stored).toMatchObject({ v: 1, access: fake.issued.at(-2), refresh: fake.issued.at(-1) });
+			expect(stored.expires).toBeGreaterThan(Date.now() + 60 * 60 * 1000);
+			expect((await core.state.read()).needsLogin[label]).toBeUndefined();
+			expect((await core.broker.describe(label)).status).toBe("ok");
+			const left = await fs.readdir(join(dir, "agent", "multi-claude-code-locks"));
+			expect(left.filter((name) => name.endsWith(".lock") || name.endsWith(".sending"))).toEqual([]);
+			expectNoTokenInOutput([old.access, old.refresh, ...fake.issued]);
+		},
+	);
 });

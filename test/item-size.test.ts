@@ -88,7 +88,7 @@ beforeEach(async () => {
 	const broker = new TokenBroker({
 		secrets: new OsSecretStore({ service: SERVICE, timeoutMs: 10_000 }),
 		endpoint: new HttpTokenEndpoint({ url: fake.url, timeoutMs: 5_000 }),
-		lock: new FileRefreshLock(join(dir, "multi-claude-code-locks"), 10_000),
+		lock: new FileRefreshLock(join(dir, "multi-claude-code-locks"), { waitMs: 10_000 }),
 		marks: new StateLoginMarks(createStateStore(stateFile)),
 		clock: new SettableClock(),
 	});

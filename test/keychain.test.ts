@@ -253,6 +253,42 @@ describe("a keychain that cannot answer", () => {
 		expect(answered).toMatchObject({ ok: true, value: "survives-the-freeze" });
 		expect(await secretToolLookup(service, account, env())).toBe("survives-the-freeze");
 	});
+
+	it("a write abandoned on its bound is waited for by settled(), which returns once that call has ended", async () => {
+		const account = "abandoned-write";
+		expect((await impatient.run({ op: "set", label: account, secret: "before-the-freeze" })).ok).toBe(true);
+		const idle = await impatient.run({ op: "settled", label: account });
+		expect(idle.ok).toBe(true);
+		expect(idle.ms).toBeLessThan(100);
+		const pid = await stopDaemon(env());
+		let write: ProbeResult;
+		let settled: ProbeResult;
+		try {
+			write = await impatient.run({ op: "set", label: account, secret: "written-while-frozen" });
+			// Still frozen: the abandoned call ends only when the D-Bus call itself gives up (or the daemon answers).
+			settled = await impatient.run({ op: "settled", label: account });
+		} finally {
+			await continueDaemon(pid);
+		}
+		console.log(
+			`[keychain] abandoned write: failed after ${write.ms.toFixed(0)} ms (bound ${FREEZE_TIMEOUT_MS} ms); ` +
+				`settled() waited ${settled.ms.toFixed(0)} ms more for it`,
+		);
+		expect(write.ok).toBe(false);
+		expect(write.error?.kind).toBe("timeout");
+		expect(settled.ok).toBe(true);
+		expect(settled.ms).toBeGreaterThan(100);
+		expect(settled.ms).toBeLessThan(3 * FREEZE_TIMEOUT_MS + 1_000);
+		// Whatever the outcome, the item is whole and stays as it is once settled() returned.
+		let first: ProbeResult | undefined;
+		for (let attempt = 0; attempt < 20 && !first?.ok; attempt++) {
+			if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 200));
+			first = await impatient.run({ op: "get", label: account });
+		}
+		expect(["before-the-freeze", "written-while-frozen"]).toContain(first?.value);
+		await new Promise((resolve) => setTimeout(resolve, 500));
+		expect(await secretToolLookup(service, account, env())).toBe(first?.value);
+	});
 });
 
 describe("a machine without any Secret Service", () => {

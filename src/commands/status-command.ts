@@ -5,6 +5,7 @@ import { activeCooldowns } from "../provider/fallback-policy.ts";
 import { fetchOAuthUsage, formatPercent, recordUsage } from "../provider/usage.ts";
 import { describeBindings } from "../session/projects.ts";
 import type { AccountSource } from "../session/session-account.ts";
+import { type Settings, shownUrl } from "../settings.ts";
 import { errorText, formatDuration, printable } from "../text.ts";
 import { type CommandDeps, reportFailure, splitArgs } from "./command-support.ts";
 
@@ -27,7 +28,10 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 		const config = await core.config.read();
 		const now = Date.now();
 		const problems: string[] = [];
-		if (flags.includes("--refresh")) {
+		const refusedBase = core.settings.anthropicBaseUrlProblem;
+		if (flags.includes("--refresh") && refusedBase) {
+			problems.push(`usage not refreshed: ${refusedBase}`);
+		} else if (flags.includes("--refresh")) {
 			for (const account of config.accounts) {
 				try {
 					const token = await core.broker.getAccessToken(account.label);
@@ -93,8 +97,10 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 				lines.push(`  ${binding.path} → ${binding.label}${binding.exists ? "" : " (directory no longer exists)"}`);
 			}
 		}
+		const endpoints = overrideLines(core.settings);
+		lines.push(...endpoints.lines);
 		lines.push(...problems.map((problem) => `  (${problem})`));
-		ctx.ui.notify(lines.join("\n"), broken || problems.length > 0 ? "warning" : "info");
+		ctx.ui.notify(lines.join("\n"), broken || endpoints.refused || problems.length > 0 ? "warning" : "info");
 	} catch (error) {
 		reportFailure(ctx, error);
 	}
@@ -102,6 +108,41 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 
 function sessionText(source: AccountSource | undefined): string {
 	return source === "project" ? "this session's account (project binding)" : "this session's account";
+}
+
+/**
+ * Where tokens go when an environment variable sent them elsewhere than Anthropic: said on every status, since
+ * whoever set it receives every token; a refused override says why and that nothing is sent.
+ */
+function overrideLines(settings: Settings): { lines: string[]; refused: boolean } {
+	const lines: string[] = [];
+	let refused = false;
+	const overrides = [
+		{
+			name: "PI_MCC_TOKEN_URL",
+			what: "Token endpoint",
+			sent: "refresh tokens and login codes",
+			url: settings.tokenUrl,
+			problem: settings.tokenUrlProblem,
+		},
+		{
+			name: "PI_MCC_ANTHROPIC_BASE_URL",
+			what: "Messages API",
+			sent: "access tokens",
+			url: settings.anthropicBaseUrlOverridden ? settings.anthropicBaseUrl : undefined,
+			problem: settings.anthropicBaseUrlProblem,
+		},
+	];
+	for (const { name, what, sent, url, problem } of overrides) {
+		if (url === undefined) continue;
+		if (problem) {
+			lines.push(`  ${what}: REFUSED override. ${problem}`);
+			refused = true;
+		} else {
+			lines.push(`  ${what}: ${shownUrl(url)} (override by ${name}; ${sent} are sent there)`);
+		}
+	}
+	return { lines, refused };
 }
 
 function healthText(health: AccountHealth, now: number): string {

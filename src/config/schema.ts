@@ -173,7 +173,12 @@ const cooldownSchema = z.object({
 	setAt: z.number(),
 });
 
-const needsLoginSchema = z.object({ since: z.number(), reason: z.string().max(200) });
+/** `pairExpires`: the access-token expiry of the pair Anthropic rejected (not secret); a newer pair is not marked. */
+const needsLoginSchema = z.object({
+	since: z.number(),
+	reason: z.string().max(200),
+	pairExpires: z.number().optional(),
+});
 
 const usageWindowSchema = z.object({
 	/** Fraction of the window's allowance used, 0–1 (Anthropic reports it that way). */

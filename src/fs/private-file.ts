@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { constants, promises as fs } from "node:fs";
+import { constants, promises as fs, type Stats } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { errorText } from "../text.ts";
+import { mayStillBeWriting } from "./process-identity.ts";
 
 /**
  * A private file that cannot be used as it is: unreadable, unsafe to trust (a symlink, someone else's, writable by
@@ -33,21 +34,20 @@ export interface PrivateFileStat {
  * else, or one too large to be ours. Returns `undefined` when the file does not exist.
  */
 export async function statPrivateFile(file: string): Promise<PrivateFileStat | undefined> {
-	let stat: Awaited<ReturnType<typeof fs.lstat>>;
+	let stat: Stats;
 	try {
 		stat = await fs.lstat(file);
 	} catch (error) {
 		if (isErrno(error, "ENOENT")) return undefined;
 		throw new PrivateFileError(file, "unreadable", `Cannot read ${file}: ${errnoText(error)}.`);
 	}
-	if (stat.isSymbolicLink()) {
-		throw new PrivateFileError(
-			file,
-			"unsafe",
-			`${file} is a symbolic link. It is not followed, so writes cannot be redirected elsewhere: replace it ` +
-				"with a regular file (e.g. copy the target's content over it).",
-		);
-	}
+	checkTrustedFile(file, stat);
+	return { version: versionOf(stat), size: stat.size };
+}
+
+/** The checks of `statPrivateFile` on one stat result: an lstat before opening, an fstat of what was opened. */
+function checkTrustedFile(file: string, stat: Stats): void {
+	if (stat.isSymbolicLink()) throw symlinkError(file);
 	if (!stat.isFile()) throw new PrivateFileError(file, "unsafe", `${file} is not a regular file.`);
 	if (process.platform !== "win32") {
 		const uid = process.getuid?.();
@@ -74,34 +74,87 @@ export async function statPrivateFile(file: string): Promise<PrivateFileStat | u
 			`${file} is ${stat.size} bytes, more than this extension ever writes.`,
 		);
 	}
-	return { version: `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`, size: stat.size };
 }
 
-/** Reads a file after the checks of `statPrivateFile`; `undefined` when it does not exist. */
+function symlinkError(file: string): PrivateFileError {
+	return new PrivateFileError(
+		file,
+		"unsafe",
+		`${file} is a symbolic link. It is not followed, so writes cannot be redirected elsewhere: replace it ` +
+			"with a regular file (e.g. copy the target's content over it).",
+	);
+}
+
+function versionOf(stat: Stats): string {
+	return `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`;
+}
+
+/** How often a file replaced between its check and its opening is checked again (another writer is at work). */
+const REPLACED_RETRIES = 5;
+
+/**
+ * Reads a file after the checks of `statPrivateFile`; `undefined` when it does not exist. The opened file is
+ * checked again (fstat): it must be the very file that was checked, so one swapped in between is never read.
+ */
 export async function readPrivateFile(file: string): Promise<string | undefined> {
-	if (!(await statPrivateFile(file))) return undefined;
-	try {
-		const handle = await fs.open(file, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0));
+	for (let attempt = 0; ; attempt++) {
+		const checked = await fs.lstat(file).catch((error: unknown) => {
+			if (isErrno(error, "ENOENT")) return undefined;
+			throw new PrivateFileError(file, "unreadable", `Cannot read ${file}: ${errnoText(error)}.`);
+		});
+		if (!checked) return undefined;
+		checkTrustedFile(file, checked);
+		let handle: fs.FileHandle;
 		try {
-			return await handle.readFile("utf8");
-		} finally {
-			await handle.close();
+			// O_NONBLOCK: a FIFO planted in its place must not hang the read (the fstat below refuses it).
+			handle = await fs.open(file, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0));
+		} catch (error) {
+			if (isErrno(error, "ENOENT")) return undefined;
+			if (isErrno(error, "ELOOP")) throw symlinkError(file);
+			throw new PrivateFileError(file, "unreadable", `Cannot read ${file}: ${errnoText(error)}.`);
 		}
-	} catch (error) {
-		if (isErrno(error, "ENOENT")) return undefined;
-		throw new PrivateFileError(file, "unreadable", `Cannot read ${file}: ${errnoText(error)}.`);
+		try {
+			const opened = await handle.stat();
+			checkTrustedFile(file, opened);
+			if (opened.dev === checked.dev && opened.ino === checked.ino) return await handle.readFile("utf8");
+		} catch (error) {
+			if (error instanceof PrivateFileError) throw error;
+			throw new PrivateFileError(file, "unreadable", `Cannot read ${file}: ${errnoText(error)}.`);
+		} finally {
+			await handle.close().catch(() => {});
+		}
+		// Replaced by another file between the check and the open (an atomic write of another process, or a swap).
+		if (attempt >= REPLACED_RETRIES) {
+			throw new PrivateFileError(
+				file,
+				"unsafe",
+				`${file} was replaced every time it was about to be read (${REPLACED_RETRIES + 1} times); something ` +
+					"keeps swapping it. It was not read.",
+			);
+		}
 	}
+}
+
+/** The temp files this process is writing right now: never stale, whatever their age. */
+const writing = new Set<string>();
+
+/** `.<name>.<pid>.<12 hex>.tmp`: what `writePrivateFileAtomic` names its temp file beside `<name>`. */
+function tempNameFor(file: string): string {
+	return `.${basename(file)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
 }
 
 /**
  * Replaces `file` atomically: the content goes to a temp file in the same directory, created 0600 from the
  * start (never briefly world-readable), flushed, then renamed over the target. A crash leaves either the old
- * file or the new one, never half of one. Directories it has to create are 0700.
+ * file or the new one, never half of one (and a temp file that the next write removes). Directories it has to
+ * create are 0700; existing ones are checked (`ensurePrivateDir`).
  */
 export async function writePrivateFileAtomic(file: string, content: string): Promise<void> {
 	const dir = dirname(file);
 	await ensurePrivateDir(dir);
-	const temp = join(dir, `.${basename(file)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
+	await removeStaleTempFilesSometimes(file);
+	const temp = join(dir, tempNameFor(file));
+	writing.add(temp);
 	let handle: fs.FileHandle | undefined;
 	try {
 		handle = await fs.open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
@@ -114,11 +167,98 @@ export async function writePrivateFileAtomic(file: string, content: string): Pro
 		await handle?.close().catch(() => {});
 		await fs.rm(temp, { force: true }).catch(() => {});
 		throw new PrivateFileError(file, "unreadable", `Cannot write ${file}: ${errnoText(error)}.`);
+	} finally {
+		writing.delete(temp);
 	}
 }
 
+/** A scan per target file at most this often per process: a killed writer's temp file goes on the next run. */
+const STALE_SCAN_INTERVAL_MS = 60_000;
+const lastScan = new Map<string, number>();
+
+async function removeStaleTempFilesSometimes(file: string): Promise<void> {
+	const now = Date.now();
+	if (now - (lastScan.get(file) ?? Number.NEGATIVE_INFINITY) < STALE_SCAN_INTERVAL_MS) return;
+	lastScan.set(file, now);
+	await removeStaleTempFiles(file).catch(() => []);
+}
+
+/**
+ * Removes the temp files a killed `writePrivateFileAtomic` of `file` left behind (a killed migration's temp file
+ * of pi's auth.json holds tokens). Only files of exactly its naming (`.<name>.<pid>.<12 hex>.tmp`) are touched,
+ * only regular files of this user, and never one whose writer may still be at work: this process's own writes
+ * in progress, and any whose pid is alive and was not reused since the file was written (a stopped writer
+ * included). Returns the names removed.
+ */
+export async function removeStaleTempFiles(file: string): Promise<string[]> {
+	const dir = dirname(file);
+	const pattern = new RegExp(`^\\.${escapeRegExp(basename(file))}\\.(\\d{1,10})\\.[0-9a-f]{12}\\.tmp$`);
+	let names: string[];
+	try {
+		names = await fs.readdir(dir);
+	} catch {
+		return [];
+	}
+	const removed: string[] = [];
+	for (const name of names) {
+		const pid = Number(pattern.exec(name)?.[1]);
+		if (!Number.isInteger(pid) || pid <= 0) continue;
+		const path = join(dir, name);
+		if (writing.has(path)) continue;
+		const stat = await fs.lstat(path).catch(() => undefined);
+		if (!stat?.isFile() || stat.nlink !== 1) continue;
+		if (process.platform !== "win32" && stat.uid !== process.getuid?.()) continue;
+		if (pid !== process.pid && mayStillBeWriting(pid, stat.mtimeMs)) continue;
+		await fs.unlink(path).then(
+			() => removed.push(name),
+			() => {},
+		);
+	}
+	return removed;
+}
+
+function escapeRegExp(text: string): string {
+	return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/**
+ * Creates a directory this extension keeps files or locks in (0700, with its parents), or checks an existing one:
+ * it must be a directory of this user that no one else can write to. Anyone who can write there could replace
+ * the config, or hold a refresh lock forever (e.g. a `multi-claude-code-locks/` pre-created in a shared dir).
+ */
 export async function ensurePrivateDir(dir: string): Promise<void> {
 	await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+	await checkPrivateDir(dir);
+}
+
+/** The checks of `ensurePrivateDir` on an existing directory (symlinks followed: `~/.pi` may be one). */
+export async function checkPrivateDir(dir: string): Promise<void> {
+	let stat: Stats;
+	try {
+		stat = await fs.stat(dir);
+	} catch (error) {
+		throw new PrivateFileError(dir, "unreadable", `Cannot use the directory ${dir}: ${errnoText(error)}.`);
+	}
+	if (!stat.isDirectory()) throw new PrivateFileError(dir, "unsafe", `${dir} is not a directory.`);
+	if (process.platform === "win32") return;
+	const uid = process.getuid?.();
+	if (uid !== undefined && stat.uid !== uid) {
+		throw new PrivateFileError(
+			dir,
+			"unsafe",
+			`The directory ${dir} belongs to another user (uid ${stat.uid}), who could replace this extension's files ` +
+				"or hold its locks there; it is not used. Point PI_CODING_AGENT_DIR at a directory of your own, or move " +
+				"that one aside.",
+		);
+	}
+	if ((stat.mode & 0o022) !== 0) {
+		throw new PrivateFileError(
+			dir,
+			"unsafe",
+			`The directory ${dir} is writable by other users (mode ${(stat.mode & 0o777).toString(8)}), who could ` +
+				`replace this extension's files or hold its locks there; it is not used. Run: chmod go-w '${dir}'`,
+		);
+	}
 }
 
 function isErrno(error: unknown, code: string): boolean {

@@ -33,6 +33,8 @@ export class OsSecretStore implements SecretStore {
 	// Constructing an entry opens a platform session (~5 ms, and on Linux a blocking D-Bus round trip), so
 	// each label's entry is built once and reused.
 	private readonly entries = new Map<string, AsyncEntry>();
+	/** Calls that outlived their bound and are still running, per label: a write among them may still land. */
+	private readonly abandoned = new Map<string, Set<Promise<unknown>>>();
 
 	constructor(options: OsSecretStoreOptions = {}) {
 		this.service = options.service ?? KEYCHAIN_SERVICE;
@@ -72,6 +74,24 @@ export class OsSecretStore implements SecretStore {
 		return this.bounded("delete", label, (entry, signal) => entry.deleteCredential(signal));
 	}
 
+	/**
+	 * Resolves once every call abandoned on its bound for the label has settled, or after three more bounds (a
+	 * daemon that stays frozen is not waited for forever; whatever it still applies on waking is out of reach).
+	 */
+	async settled(label: string): Promise<void> {
+		const pending = this.abandoned.get(label);
+		if (!pending || pending.size === 0) return;
+		let timer: NodeJS.Timeout | undefined;
+		const bound = new Promise<void>((resolve) => {
+			timer = setTimeout(resolve, 3 * this.timeoutMs);
+		});
+		try {
+			await Promise.race([Promise.allSettled([...pending]), bound]);
+		} finally {
+			clearTimeout(timer);
+		}
+	}
+
 	private entry(label: string): AsyncEntry {
 		let entry = this.entries.get(label);
 		if (!entry) {
@@ -96,13 +116,30 @@ export class OsSecretStore implements SecretStore {
 				reject(keychainTimeout(operation, label, this.timeoutMs, this.host));
 			}, this.timeoutMs);
 		});
+		let running: Promise<T> | undefined;
 		try {
-			return await Promise.race([call(this.entry(label), abort.signal), expired]);
+			running = call(this.entry(label), abort.signal);
+			return await Promise.race([running, expired]);
 		} catch (error) {
+			// Only the bound's own error leaves the call running; `settled` waits for it.
+			if (running && error instanceof KeychainError && error.kind === "timeout") this.abandon(label, running);
 			if (error instanceof KeychainError) throw error;
 			throw keyringFailure(errorText(error), operation, label, this.host);
 		} finally {
 			clearTimeout(timer);
 		}
+	}
+
+	private abandon(label: string, running: Promise<unknown>): void {
+		let pending = this.abandoned.get(label);
+		if (!pending) {
+			pending = new Set();
+			this.abandoned.set(label, pending);
+		}
+		pending.add(running);
+		const done = (): void => {
+			pending.delete(running);
+		};
+		running.then(done, done);
 	}
 }

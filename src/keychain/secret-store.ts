@@ -11,6 +11,11 @@ export interface SecretStore {
 	set(label: string, secret: string): Promise<void>;
 	/** Deletes the item; `false` when there was none. */
 	delete(label: string): Promise<boolean>;
+	/**
+	 * Resolves once no call for the label that failed on its time bound is still running (such a write may land
+	 * late). Bounded: a backend that never answers is waited for only so long. Stores without bounds omit it.
+	 */
+	settled?(label: string): Promise<void>;
 }
 
 export type KeychainErrorKind = "unavailable" | "locked" | "timeout" | "denied" | "too_large" | "failed";

@@ -1,5 +1,5 @@
 import { redactSecrets } from "../redact.ts";
-import { DEFAULT_TOKEN_TIMEOUT_MS } from "../settings.ts";
+import { DEFAULT_TOKEN_TIMEOUT_MS, endpointUrlProblem, shownUrl } from "../settings.ts";
 import { errorText, formatSeconds } from "../text.ts";
 
 /** Anthropic's OAuth client for Claude Pro/Max, as pi-ai's Anthropic OAuth uses it. */
@@ -63,7 +63,11 @@ export type TokenEndpointErrorKind =
 	| "server"
 	| "unreachable"
 	| "no_answer"
-	| "malformed";
+	| "malformed"
+	/** The endpoint answered with a redirect, which is never followed: nothing was sent where it pointed. */
+	| "redirect"
+	/** PI_MCC_TOKEN_URL is refused: no request was sent at all. */
+	| "refused_url";
 
 /** A failed token request. Its message never contains the request's or the response's tokens. */
 export class TokenEndpointError extends Error {
@@ -78,18 +82,29 @@ export class TokenEndpointError extends Error {
 }
 
 export interface HttpTokenEndpointOptions {
+	/** An override (`PI_MCC_TOKEN_URL`); checked here, so a refused one never receives a request. */
 	url?: string;
 	timeoutMs?: number;
 	clientId?: string;
 }
 
+/**
+ * The token endpoint over HTTP. It sends refresh tokens and authorization codes, so it only talks to an https:
+ * URL (or http: on loopback), never follows a redirect, and names the endpoint without user info or query.
+ */
 export class HttpTokenEndpoint implements TokenEndpoint {
 	readonly url: string;
+	/** The URL as messages show it. */
+	readonly shownUrl: string;
+	/** Why the URL is refused; then every call fails before any request. */
+	readonly urlProblem: string | undefined;
 	private readonly timeoutMs: number;
 	private readonly clientId: string;
 
 	constructor(options: HttpTokenEndpointOptions = {}) {
 		this.url = options.url ?? ANTHROPIC_OAUTH.tokenUrl;
+		this.shownUrl = shownUrl(this.url);
+		this.urlProblem = options.url === undefined ? undefined : endpointUrlProblem("PI_MCC_TOKEN_URL", options.url);
 		this.timeoutMs = options.timeoutMs ?? DEFAULT_TOKEN_TIMEOUT_MS;
 		this.clientId = options.clientId ?? ANTHROPIC_OAUTH.clientId;
 	}
@@ -115,12 +130,17 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 	}
 
 	private async post(body: Record<string, string>, sent: string[]): Promise<TokenGrant> {
+		if (this.urlProblem) throw new TokenEndpointError("refused_url", this.urlProblem);
+		const shown = this.shownUrl;
 		let response: Response;
 		try {
 			response = await fetch(this.url, {
 				method: "POST",
 				headers: { "Content-Type": "application/json", Accept: "application/json" },
 				body: JSON.stringify(body),
+				// A redirect would resend the body (the refresh token) to wherever it points, and its answer would be
+				// stored as the account's new pair: it is reported, never followed.
+				redirect: "manual",
 				signal: AbortSignal.timeout(this.timeoutMs),
 			});
 		} catch (error) {
@@ -128,15 +148,24 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 			throw new TokenEndpointError(
 				aborted ? "no_answer" : "unreachable",
 				aborted
-					? `the token endpoint ${this.url} gave no answer within ${formatSeconds(this.timeoutMs)}`
-					: `the token endpoint ${this.url} could not be reached (${networkCause(error, sent)})`,
+					? `the token endpoint ${shown} gave no answer within ${formatSeconds(this.timeoutMs)}`
+					: `the token endpoint ${shown} could not be reached (${networkCause(error, sent)})`,
+			);
+		}
+		if (isRedirect(response.status)) {
+			await response.body?.cancel().catch(() => {});
+			throw new TokenEndpointError(
+				"redirect",
+				`${redirectText(`the token endpoint ${shown}`, response)}; token requests never follow one, so nothing ` +
+					"was sent there. Check PI_MCC_TOKEN_URL or the proxy in between",
+				response.status,
 			);
 		}
 		let text: string;
 		try {
 			text = await response.text();
 		} catch {
-			throw new TokenEndpointError("no_answer", `the token endpoint ${this.url} closed the connection mid-answer`);
+			throw new TokenEndpointError("no_answer", `the token endpoint ${shown} closed the connection mid-answer`);
 		}
 		if (!response.ok) throw this.failure(response.status, text);
 		let data: Record<string, unknown>;
@@ -145,7 +174,7 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 		} catch {
 			throw new TokenEndpointError(
 				"malformed",
-				`the token endpoint ${this.url} answered ${response.status} with a body that is not JSON`,
+				`the token endpoint ${shown} answered ${response.status} with a body that is not JSON`,
 			);
 		}
 		const access = data?.access_token;
@@ -154,17 +183,17 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 		if (!isWellFormedToken(access)) {
 			throw new TokenEndpointError(
 				"malformed",
-				`the token endpoint ${this.url} answered without a usable access token`,
+				`the token endpoint ${shown} answered without a usable access token`,
 			);
 		}
 		if (!isWellFormedToken(refresh)) {
 			throw new TokenEndpointError(
 				"malformed",
-				`the token endpoint ${this.url} answered without a usable refresh token`,
+				`the token endpoint ${shown} answered without a usable refresh token`,
 			);
 		}
 		if (typeof expiresIn !== "number" || !Number.isFinite(expiresIn) || expiresIn < 0 || expiresIn > MAX_LIFETIME_S) {
-			throw new TokenEndpointError("malformed", `the token endpoint ${this.url} answered without a usable expiry`);
+			throw new TokenEndpointError("malformed", `the token endpoint ${shown} answered without a usable expiry`);
 		}
 		const refreshExpiresIn = data?.refresh_token_expires_in;
 		const refreshLifetime =
@@ -228,6 +257,25 @@ export function readAccountIdentity(data: unknown, secrets: readonly string[] = 
 		...(organization ? { organization } : {}),
 	};
 	return identity.email || identity.organization ? identity : undefined;
+}
+
+/** 3xx with a target: 301, 302, 303, 307, 308 (and anything else in the range). */
+export function isRedirect(status: number): boolean {
+	return status >= 300 && status < 400;
+}
+
+/** "<what> answered with a redirect (HTTP 307 to https://elsewhere/path)", the target without user info or query. */
+export function redirectText(what: string, response: Response): string {
+	const location = response.headers.get("location");
+	let target = "";
+	if (location) {
+		try {
+			target = ` to ${shownUrl(new URL(location, response.url || undefined).href)}`;
+		} catch {
+			target = "";
+		}
+	}
+	return `${what} answered with a redirect (HTTP ${response.status}${target})`;
 }
 
 function networkCause(error: unknown, sent: string[]): string {

@@ -134,6 +134,12 @@ async function planRequest(
 	out: AssistantMessageEventStream,
 ): Promise<Request | undefined> {
 	const { core } = deps;
+	// A refused PI_MCC_ANTHROPIC_BASE_URL fails the request before any token leaves the keychain (never the default).
+	const refusedBase = core.settings.anthropicBaseUrlProblem;
+	if (refusedBase && !deps.baseUrl) {
+		failStream(out, model, `${PROVIDER_ID}: ${refusedBase}`);
+		return undefined;
+	}
 	const now = deps.now ?? Date.now;
 	// The keychain read is the slowest step before the request: it starts first (or already did, when the turn
 	// started), and the config and state files are read meanwhile. A broken state file must not block requests:

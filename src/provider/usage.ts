@@ -4,7 +4,9 @@
  */
 import type { SharedState, UsageSnapshot, UsageWindow } from "../config/schema.ts";
 import type { JsonFileStore } from "../config/stores.ts";
+import { isRedirect, redirectText } from "../oauth/token-endpoint.ts";
 import { redactSecrets } from "../redact.ts";
+import { shownUrl } from "../settings.ts";
 
 /** No cooldown or reset time is believed beyond this. */
 export const MAX_COOLDOWN_MS = 8 * 24 * 60 * 60 * 1000;
@@ -171,11 +173,20 @@ export async function fetchOAuthUsage(
 				"anthropic-beta": "oauth-2025-04-20",
 				accept: "application/json",
 			},
+			// Never followed: a redirect would carry the access token to wherever it points.
+			redirect: "manual",
 			signal: AbortSignal.timeout(timeoutMs),
 		});
 	} catch (error) {
 		throw new Error(
 			`the usage endpoint could not be reached (${redactSecrets(String(error), [token]).slice(0, 120)})`,
+		);
+	}
+	if (isRedirect(response.status)) {
+		await response.body?.cancel().catch(() => {});
+		throw new Error(
+			`${redirectText(`the usage endpoint ${shownUrl(url)}`, response)}; it is not followed, so the token went ` +
+				"nowhere else. Check PI_MCC_ANTHROPIC_BASE_URL or the proxy in between",
 		);
 	}
 	if (!response.ok) throw new Error(`the usage endpoint answered HTTP ${response.status}`);

@@ -1,14 +1,15 @@
 /**
  * A real HTTP server on 127.0.0.1 that imitates Anthropic's OAuth token endpoint closely enough for the
- * broker: JSON grants in, `{access_token, refresh_token, expires_in}` out, single-use rotating refresh tokens,
- * and a handful of failure modes (rejection, server error, an error body that echoes the request's token,
- * no answer, a reset connection, a body that is not JSON).
+ * broker: JSON grants in, `{access_token, refresh_token, expires_in}` out, single-use rotating refresh tokens
+ * (a reused one is refused, and `reusedRefreshTokens()` names it), answers delayed on request, and a handful of
+ * failure modes (rejection, server error, an error body that echoes the request's token, no answer, a reset
+ * connection, a body that is not JSON, a redirect).
  */
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 
-export type FakeTokenMode = "ok" | "invalid_grant" | "http500" | "echo" | "hang" | "reset" | "garbage";
+export type FakeTokenMode = "ok" | "invalid_grant" | "http500" | "echo" | "hang" | "reset" | "garbage" | "redirect";
 
 /** One request body as the endpoint received it (`grant_type` is "" when the body had none). */
 export interface FakeTokenRequest {
@@ -49,7 +50,11 @@ export interface FakeTokenEndpoint {
 	readonly requests: FakeTokenRequest[];
 	/** Every access and refresh token this endpoint ever issued (grants and mintPair), for leak scans. */
 	readonly issued: string[];
+	/** Refresh tokens that arrived more than once (the endpoint refuses every use but the first). */
+	reusedRefreshTokens(): string[];
 	setMode(mode: FakeTokenMode): void;
+	/** Mode "redirect" from now on: every request is answered `status` with `Location: location`. */
+	redirectTo(status: 301 | 302 | 303 | 307 | 308, location: string): void;
 	setExpiresIn(seconds: number): void;
 	setDelay(ms: number): void;
 	/** Tokens minted from now on are this many characters long (undefined: the usual 109). */
@@ -83,6 +88,7 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 	let expiresIn = options.expiresIn ?? 28_800;
 	let delayMs = options.delayMs ?? 0;
 	let tokenLength = options.tokenLength;
+	let redirect = { status: 307, location: "" };
 	const path = options.path ?? FAKE_TOKEN_PATH;
 	const requests: FakeTokenRequest[] = [];
 	const issued: string[] = [];
@@ -125,6 +131,10 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 		let extra: Record<string, unknown> = {};
 		const sentSecret = body.grant_type === "authorization_code" ? body.code : body.refresh_token;
 		switch (mode) {
+			case "redirect":
+				res.writeHead(redirect.status, { Location: redirect.location, "Content-Length": 0 });
+				res.end();
+				return;
 			case "hang":
 				// Never answer; close() cuts the connection.
 				return;
@@ -254,6 +264,10 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 		setMode(next) {
 			mode = next;
 		},
+		redirectTo(status, location) {
+			redirect = { status, location };
+			mode = "redirect";
+		},
 		setExpiresIn(seconds) {
 			expiresIn = seconds;
 		},
@@ -264,6 +278,13 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 			tokenLength = length;
 		},
 		mintPair,
+		reusedRefreshTokens() {
+			const seen = new Map<string, number>();
+			for (const { refresh_token: token } of requests) {
+				if (typeof token === "string") seen.set(token, (seen.get(token) ?? 0) + 1);
+			}
+			return [...seen].filter(([, count]) => count > 1).map(([token]) => token);
+		},
 		registerRefreshToken(token) {
 			liveRefresh.add(token);
 		},

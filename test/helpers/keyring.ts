@@ -434,7 +434,9 @@ export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boo
 export type ProbeCommand =
 	| { op: "get"; label: string }
 	| { op: "set"; label: string; secret: string }
-	| { op: "delete"; label: string };
+	| { op: "delete"; label: string }
+	/** Resolves once no call abandoned on its bound is still running for the label (OsSecretStore.settled). */
+	| { op: "settled"; label: string };
 
 export interface ProbeResult {
 	ok: boolean;
@@ -469,6 +471,7 @@ for await (const line of createInterface({ input: process.stdin })) {
 		const value =
 			command.op === "get" ? await store.get(command.label)
 			: command.op === "set" ? await store.set(command.label, command.secret)
+			: command.op === "settled" ? await store.settled(command.label)
 			: await store.delete(command.label);
 		result = { ok: true, value: value ?? null };
 	} catch (error) {

@@ -2,7 +2,7 @@
  * In-memory stand-ins for the broker's boundaries (clock, refresh lock, needs-login marks, token endpoint), for
  * unit tests of the broker and of the request path. The secret store's stand-in is memory-secret-store.ts.
  */
-import type { Clock, LoginMarks, RefreshLock } from "../../src/broker/token-broker.ts";
+import type { Clock, LoginMarks, RefreshLease, RefreshLock, RejectedPair } from "../../src/broker/token-broker.ts";
 import type { CodeExchange, TokenEndpoint, TokenGrant } from "../../src/oauth/token-endpoint.ts";
 import { newAccessToken, newRefreshToken } from "./fake-token-endpoint.ts";
 
@@ -18,34 +18,76 @@ export class FakeClock implements Clock {
 	}
 }
 
-/** A mutex per label, like the file lock but within the process; counts how often it was taken. */
+/**
+ * A mutex per label, like the file lock but within the process; counts how often it was taken. `loseCurrent()`
+ * does what a takeover by another process does to a frozen holder: its lease reports the lock lost, and the
+ * mutex is free for the next holder. `senders` stands for sending records of other live processes.
+ */
 export class MemoryLock implements RefreshLock {
 	runs = 0;
 	/** Runs inside the lock before `fn`, e.g. to imitate another process that refreshed meanwhile. */
 	beforeRun: ((label: string) => Promise<void>) | undefined;
+	/** Whether a holder is inside right now (per label). */
+	readonly active = new Map<string, boolean>();
+	/** Labels whose refresh another live process has out, with the pair it sent (by expiry). */
+	readonly senders = new Map<string, { from: number; who: string }>();
+	readonly records: Array<{ label: string; from: number }> = [];
 	private readonly tails = new Map<string, Promise<unknown>>();
+	private readonly current = new Map<string, { held: boolean; release: () => void }>();
 
-	async run<T>(label: string, fn: () => Promise<T>): Promise<T> {
+	async run<T>(label: string, fn: (lease: RefreshLease) => Promise<T>): Promise<T> {
 		const previous = this.tails.get(label) ?? Promise.resolve();
-		const mine = previous
-			.catch(() => {})
-			.then(async () => {
-				this.runs++;
-				await this.beforeRun?.(label);
-				return fn();
-			});
-		this.tails.set(label, mine);
-		return mine;
+		let release: () => void = () => {};
+		const freed = new Promise<void>((resolve) => {
+			release = resolve;
+		});
+		this.tails.set(
+			label,
+			previous.catch(() => {}).then(() => freed),
+		);
+		await previous.catch(() => {});
+		this.runs++;
+		const holder = { held: true, release };
+		this.current.set(label, holder);
+		this.active.set(label, true);
+		try {
+			await this.beforeRun?.(label);
+			return await fn({ isHeld: async () => holder.held });
+		} finally {
+			if (holder.held) this.active.set(label, false);
+			holder.release();
+		}
 	}
+
+	/** The current holder of `label` loses the lock (a takeover while it was frozen); the mutex is free again. */
+	loseCurrent(label: string): void {
+		const holder = this.current.get(label);
+		if (!holder) throw new Error(`nobody holds ${label}`);
+		holder.held = false;
+		this.active.set(label, false);
+		holder.release();
+	}
+
+	async otherSender(label: string, from: number): Promise<string | undefined> {
+		const sender = this.senders.get(label);
+		return sender && sender.from === from ? sender.who : undefined;
+	}
+
+	async sending(label: string, from: number): Promise<void> {
+		this.records.push({ label, from });
+	}
+
+	async sent(): Promise<void> {}
 }
 
 export class MemoryMarks implements LoginMarks {
-	readonly marked = new Map<string, string>();
-	async isMarked(label: string): Promise<boolean> {
-		return this.marked.has(label);
+	readonly marked = new Map<string, { reason: string; pairExpires?: number }>();
+	async isMarked(label: string, pair?: RejectedPair): Promise<boolean> {
+		const mark = this.marked.get(label);
+		return mark !== undefined && (!pair || mark.pairExpires === undefined || mark.pairExpires === pair.expires);
 	}
-	async mark(label: string, reason: string): Promise<void> {
-		this.marked.set(label, reason);
+	async mark(label: string, reason: string, pair?: RejectedPair): Promise<void> {
+		this.marked.set(label, { reason, ...(pair ? { pairExpires: pair.expires } : {}) });
 	}
 	async clear(label: string): Promise<void> {
 		this.marked.delete(label);
@@ -80,8 +122,12 @@ export class ScriptedEndpoint implements TokenEndpoint {
 		this.gate = undefined;
 	}
 
+	/** Called as each refresh arrives, e.g. to check the sender still held its lock. */
+	onRefresh: ((refreshToken: string) => void) | undefined;
+
 	async refresh(refreshToken: string): Promise<TokenGrant> {
 		this.refreshes.push(refreshToken);
+		this.onRefresh?.(refreshToken);
 		return this.respond();
 	}
 
