@@ -75,10 +75,19 @@ export class Sandbox {
 	 * A SIGKILLed holder leaves its lock directory behind; nobody refreshes it any more, so after 15 s (30 s for
 	 * auth.json) any contender takes it over. Ageing it stands in for that wait.
 	 */
+	/**
+	 * Makes the locks a killed run left behind (the config's, and the accounts' refresh locks the broker takes to
+	 * store a login) look abandoned for two minutes, so the next run takes them over at once.
+	 */
 	async ageLeftoverLocks(): Promise<string[]> {
-		const locks = (await fs.readdir(this.agentDir)).filter((name) => name.endsWith(".lock"));
+		const refreshDir = join(this.agentDir, "multi-claude-code-locks");
+		const inDir = async (dir: string): Promise<string[]> =>
+			(await fs.readdir(dir).catch(() => [] as string[]))
+				.filter((name) => name.endsWith(".lock"))
+				.map((name) => join(dir, name));
+		const locks = [...(await inDir(this.agentDir)), ...(await inDir(refreshDir))];
 		const past = new Date(Date.now() - 120_000);
-		for (const lock of locks) await fs.utimes(join(this.agentDir, lock), past, past);
+		for (const lock of locks) await fs.utimes(lock, past, past);
 		return locks;
 	}
 
