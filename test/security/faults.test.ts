@@ -30,6 +30,7 @@ import {
 } from "../helpers/keyring.ts";
 import { legacyAccount, legacyText, tokensOf } from "../helpers/migration-sandbox.ts";
 import { keychainLookup } from "../helpers/pi-harness.ts";
+import { RpcPi } from "../helpers/rpc-pi.ts";
 import {
 	ageLocks,
 	leftoverLocks,
@@ -41,7 +42,6 @@ import {
 import { describeHits, scanText, scanTree } from "./helpers/leak-scan.ts";
 import { migrateRunner, removeMigrateBuild } from "./helpers/migration-bin.ts";
 import { createPrng, seedFromEnv } from "./helpers/prng.ts";
-import { RpcPi } from "./helpers/rpc-pi.ts";
 import { Worker, type WorkerLine, warmUpWorkers } from "./helpers/workers.ts";
 import { createSecurityWorld, type SecurityWorld, sleep, until } from "./helpers/world.ts";
 

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ok, rateLimited } from "../helpers/fake-anthropic-api.ts";
 import { requireSecretService } from "../helpers/keyring.ts";
 import { keychainLookup, sessionFiles } from "../helpers/pi-harness.ts";
+import { lastLoginState, RpcPi } from "../helpers/rpc-pi.ts";
 import {
 	describeHits,
 	type Hit,
@@ -22,7 +23,6 @@ import {
 	splitCanary,
 } from "./helpers/leak-scan.ts";
 import { migrateRunner, removeMigrateBuild } from "./helpers/migration-bin.ts";
-import { lastLoginState, RpcPi } from "./helpers/rpc-pi.ts";
 import { createSecurityWorld, type SecurityWorld, sleep } from "./helpers/world.ts";
 
 let world: SecurityWorld;
