@@ -162,6 +162,12 @@ describe(`the npm package, installed the way pi ${line.version} installs one`, (
 		expect(shipped.peerDependencies).toEqual({ "@mariozechner/pi-ai": "*", "@mariozechner/pi-coding-agent": "*" });
 		expect(Object.keys(shipped.dependencies).sort()).toEqual(["@napi-rs/keyring", "open", "proper-lockfile", "zod"]);
 		expect(shipped.engines.node).toMatch(/^>=\s*20\.6/);
+		// The supported pi lines, which include the one under test ("0.73.x || 1.x").
+		const lines = String(shipped.engines.pi)
+			.split("||")
+			.map((range) => range.trim().replace(/x$/, ""));
+		expect(lines).toEqual(["0.73.", "1."]);
+		expect(lines.some((prefix) => line.version.startsWith(prefix))).toBe(true);
 	});
 
 	test("npm installs the tarball offline: exactly its files, its runtime dependencies, none of its dev tools", async () => {

@@ -84,7 +84,7 @@ async function ensurePi1x(): Promise<void> {
 	console.log(`pi 1.x: installing @earendil-works/pi-coding-agent@${pinned} into ${PI_1X_PREFIX} (npm ci, once) …`);
 	// Its dependencies' install scripts are not needed for the tests, and npm does not agree across versions on
 	// whether to run them.
-	const code = await npm(["ci", "--no-audit", "--no-fund", "--ignore-scripts"], PI_1X_PREFIX);
+	const code = await npm(["ci", "--prefix", PI_1X_PREFIX, "--no-audit", "--no-fund", "--ignore-scripts"], REPO_ROOT);
 	if (code !== 0 || installedPi1x() !== pinned) throw new Error(`npm ci in ${PI_1X_PREFIX} failed (exit ${code})`);
 }
 
