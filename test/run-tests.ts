@@ -210,10 +210,11 @@ async function runLine(name: PiLineName, node: string, vitestArgs: string[], run
 	return { name, node, exitCode, counts, seconds: Math.round((Date.now() - started) / 1000) } satisfies LineRun;
 }
 
-/** Files of the pinned run that started pi (test/helpers/pi-line.ts wrote them into the ledger). */
+/** Files of the pinned run that started pi (test/helpers/pi-line.ts wrote them into the ledger), repo-relative. */
 function filesThatStartedPi(ledger: string): string[] {
 	if (!existsSync(ledger)) return [];
-	return [...new Set(readFileSync(ledger, "utf8").split("\n").filter(Boolean))].sort();
+	const files = readFileSync(ledger, "utf8").split("\n").filter(Boolean);
+	return [...new Set(files.map((file) => relative(REPO_ROOT, file).replaceAll("\\", "/")))].sort();
 }
 
 async function runTests(args: readonly string[], runDir: string, env: Env): Promise<number> {
@@ -233,8 +234,7 @@ async function runTests(args: readonly string[], runDir: string, env: Env): Prom
 		await ensurePi1x();
 		const node = await findNode22();
 		runs.push(await runLine("1.x", node, [...options, ...again], runDir, { ...env, PI_MCC_NODE22: node }));
-		const names = again.map((file) => relative(REPO_ROOT, file).replaceAll("\\", "/"));
-		console.log(`\npi 1.x ran the ${again.length} file(s) that started pi: ${names.join(", ")}`);
+		console.log(`\npi 1.x ran the ${again.length} file(s) that started pi: ${again.join(", ")}`);
 	}
 	const total: TestCounts = { passed: 0, failed: 0, skipped: 0 };
 	console.log("");

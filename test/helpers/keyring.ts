@@ -427,7 +427,7 @@ export async function startIsolatedKeyring(): Promise<IsolatedKeyring> {
 			stdio: ["ignore", "pipe", "ignore"],
 		});
 		children.push(bus);
-		const address = await firstLine(bus, 10_000);
+		const address = (await stdoutLines(bus)(10_000, "dbus-daemon's address")).trim();
 		const env: Env = { ...base, DBUS_SESSION_BUS_ADDRESS: address };
 		const daemon = spawn("gnome-keyring-daemon", ["--foreground", "--unlock", "--components=secrets"], {
 			env,
@@ -452,24 +452,16 @@ export async function startIsolatedKeyring(): Promise<IsolatedKeyring> {
 	}
 }
 
-function firstLine(child: ChildProcess, timeoutMs: number): Promise<string> {
-	return new Promise((resolve, reject) => {
-		if (!child.stdout) {
-			reject(new Error("no stdout"));
-			return;
-		}
-		const lines = createInterface({ input: child.stdout });
-		const timer = setTimeout(() => reject(new Error(`no output within ${timeoutMs} ms`)), timeoutMs);
-		lines.once("line", (line) => {
-			clearTimeout(timer);
-			lines.close();
-			resolve(line.trim());
-		});
-		child.once("exit", (code) => {
-			clearTimeout(timer);
-			reject(new Error(`exited (${code}) before printing`));
-		});
-	});
+/** Reads a child's stdout line by line, each read bounded (polled with waitFor); rejects once it has exited. */
+function stdoutLines(child: ChildProcess): (withinMs: number, what: string) => Promise<string> {
+	const lines: string[] = [];
+	let read = 0;
+	createInterface({ input: child.stdout! }).on("line", (line) => lines.push(line));
+	return async (withinMs, what) => {
+		await waitFor(() => lines.length > read || child.exitCode !== null, what, withinMs, 10);
+		if (lines.length <= read) throw new Error(`exited (${child.exitCode}) before ${what}`);
+		return lines[read++] ?? "";
+	};
 }
 
 export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
@@ -557,35 +549,15 @@ export async function startKeychainProbe(options: {
 	child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
 		stderr += chunk;
 	});
-	const lines = createInterface({ input: child.stdout! });
-	const waiting: Array<(line: string) => void> = [];
-	const buffered: string[] = [];
-	lines.on("line", (line) => {
-		const next = waiting.shift();
-		if (next) next(line);
-		else buffered.push(line);
-	});
+	const lines = stdoutLines(child);
 	const answerWithinMs = options.answerWithinMs ?? options.timeoutMs + 10_000;
-	const nextLine = (withinMs: number): Promise<string> => {
-		const ready = buffered.shift();
-		if (ready !== undefined) return Promise.resolve(ready);
-		return new Promise((resolve, reject) => {
-			const timer = setTimeout(() => {
-				const index = waiting.indexOf(deliver);
-				if (index >= 0) waiting.splice(index, 1);
-				reject(new Error(`The keychain probe gave no answer within ${withinMs} ms. Its stderr: ${stderr}`));
-			}, withinMs);
-			const deliver = (line: string): void => {
-				clearTimeout(timer);
-				resolve(line);
-			};
-			waiting.push(deliver);
+	const nextLine = (withinMs: number): Promise<string> =>
+		lines(withinMs, "the keychain probe's answer").catch((error: Error) => {
+			throw new Error(`${error.message}. Its stderr: ${stderr}`);
 		});
-	};
 	const close = async (): Promise<void> => {
 		child.stdin?.end();
 		if (!(await waitForExit(child, 5_000))) child.kill("SIGKILL");
-		lines.close();
 	};
 	try {
 		const hello = JSON.parse(await nextLine(20_000)) as { ready?: boolean };

@@ -469,7 +469,7 @@ export async function startPiSession(options: PiSessionOptions): Promise<PiSessi
 			}
 		},
 		async pressShortcut(key) {
-			const shortcuts = runner().getShortcuts((await sdk.keybindings(env.agentDir)) as never);
+			const shortcuts = runner().getShortcuts(sdk.keybindings(env.agentDir) as never);
 			const shortcut = shortcuts.get(key.toLowerCase() as never);
 			if (!shortcut) {
 				throw new Error(

@@ -104,7 +104,6 @@ export function piCommand(args: readonly string[]): [string, string[]] {
 }
 
 export interface LineSdk {
-	line: PiLine;
 	pi: PiSdk;
 	/**
 	 * createAgentSessionServices with credentials kept in memory: `AuthStorage.inMemory()` on 0.73, a
@@ -116,26 +115,20 @@ export interface LineSdk {
 	/** Extra bindExtensions fields: 1.x's `mode` (so ctx.mode and ctx.hasUI look like an RPC host); 0.73 has none. */
 	bindMode: { mode?: "rpc" };
 	/** pi's effective keybindings for an agent dir (for shortcut lookups). */
-	keybindings(agentDir: string): Promise<Record<string, unknown>>;
-}
-
-interface ModelRuntimeLike {
-	getModel(provider: string, id: string): Model<Api> | undefined;
+	keybindings(agentDir: string): Record<string, unknown>;
 }
 
 async function loadSdk(): Promise<LineSdk> {
 	const line = piLine();
 	notePiStarted();
-	const pi = (await import(pathToFileURL(join(line.packageDir, "dist", "index.js")).href)) as PiSdk;
-	const keybindings = async (agentDir: string) => {
-		const module = (await import(pathToFileURL(line.keybindingsModule).href)) as {
-			KeybindingsManager: { create(agentDir?: string): { getEffectiveConfig(): Record<string, unknown> } };
-		};
-		return module.KeybindingsManager.create(agentDir).getEffectiveConfig();
+	const load = (file: string): Promise<unknown> => import(pathToFileURL(file).href);
+	const pi = (await load(join(line.packageDir, "dist", "index.js"))) as PiSdk;
+	const { KeybindingsManager } = (await load(line.keybindingsModule)) as {
+		KeybindingsManager: { create(agentDir?: string): { getEffectiveConfig(): Record<string, unknown> } };
 	};
+	const keybindings = (agentDir: string) => KeybindingsManager.create(agentDir).getEffectiveConfig();
 	if (line.name === "0.73") {
 		return {
-			line,
 			pi,
 			createServices: (options) =>
 				pi.createAgentSessionServices({ ...options, authStorage: pi.AuthStorage.inMemory() }),
@@ -144,22 +137,20 @@ async function loadSdk(): Promise<LineSdk> {
 			keybindings,
 		};
 	}
-	const aiFile = join(PI_1X_PREFIX, "node_modules", "@earendil-works", "pi-ai", "dist", "index.js");
-	const ai = (await import(pathToFileURL(aiFile).href)) as { InMemoryCredentialStore: new () => unknown };
-	const ModelRuntime = (pi as unknown as { ModelRuntime: { create(options: object): Promise<unknown> } }).ModelRuntime;
+	const ai = (await load(join(PI_1X_PREFIX, "node_modules", "@earendil-works", "pi-ai", "dist", "index.js"))) as {
+		InMemoryCredentialStore: new () => unknown;
+	};
+	const { ModelRuntime } = pi as unknown as { ModelRuntime: { create(options: object): Promise<unknown> } };
+	type WithRuntime = { modelRuntime: { getModel(provider: string, id: string): Model<Api> | undefined } };
 	return {
-		line,
 		pi,
 		async createServices(options) {
 			// PI_OFFLINE (createTestEnv) keeps ModelRuntime from asking pi.dev for a newer model catalog.
-			const modelRuntime = await ModelRuntime.create({
-				credentials: new ai.InMemoryCredentialStore(),
-				modelsPath: null,
-			});
+			const credentials = new ai.InMemoryCredentialStore();
+			const modelRuntime = await ModelRuntime.create({ credentials, modelsPath: null });
 			return pi.createAgentSessionServices({ ...options, modelRuntime } as ServicesOptions);
 		},
-		findModel: (services, provider, id) =>
-			(services as unknown as { modelRuntime: ModelRuntimeLike }).modelRuntime.getModel(provider, id),
+		findModel: (services, provider, id) => (services as unknown as WithRuntime).modelRuntime.getModel(provider, id),
 		bindMode: { mode: "rpc" },
 		keybindings,
 	};

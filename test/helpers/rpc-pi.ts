@@ -185,24 +185,14 @@ export class RpcPi {
 		return (await this.rpc({ type: "get_state" })) as { sessionFile?: string };
 	}
 
-	/** Replaces the session with a new one (RPC `new_session`). */
-	async newSession(): Promise<{ cancelled: boolean }> {
-		return (await this.rpc({ type: "new_session" })) as { cancelled: boolean };
-	}
+	/** RPC mode's session replacements: a new session, a saved one, a fork at a user message's entry, a clone. */
+	readonly newSession = () => this.replace({ type: "new_session" });
+	readonly switchSession = (sessionPath: string) => this.replace({ type: "switch_session", sessionPath });
+	readonly fork = (entryId: string) => this.replace({ type: "fork", entryId });
+	readonly clone = () => this.replace({ type: "clone" });
 
-	/** Replaces the session with the one saved in `sessionPath` (RPC `switch_session`). */
-	async switchSession(sessionPath: string): Promise<{ cancelled: boolean }> {
-		return (await this.rpc({ type: "switch_session", sessionPath })) as { cancelled: boolean };
-	}
-
-	/** Forks at `entryId` (RPC `fork`, a user message's entry). */
-	async fork(entryId: string): Promise<{ cancelled: boolean; text?: string }> {
-		return (await this.rpc({ type: "fork", entryId })) as { cancelled: boolean };
-	}
-
-	/** Clones the current branch into a new session (RPC `clone`). */
-	async clone(): Promise<{ cancelled: boolean }> {
-		return (await this.rpc({ type: "clone" })) as { cancelled: boolean };
+	private async replace(command: RpcLine & { type: string }): Promise<{ cancelled: boolean }> {
+		return (await this.rpc(command)) as { cancelled: boolean };
 	}
 
 	/** Reloads the session through `/test-reload` (start with `testCommands: true`). */
