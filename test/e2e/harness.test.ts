@@ -4,6 +4,7 @@
  * (new, fork, switch/resume, clone, reload) with the extension answering after each. Smoke tests for the
  * mechanisms; the extension's behaviour across replacements has tests of its own.
  */
+import * as piAi from "@mariozechner/pi-ai";
 import { describe, expect, it } from "vitest";
 import { setupAccounts } from "../helpers/accounts.ts";
 import { useE2eWorld } from "../helpers/e2e-world.ts";
@@ -26,13 +27,16 @@ async function answersAfter(pi: PiSession, paintsBefore: number): Promise<void> 
 }
 
 describe("the pi line under test", () => {
-	it("is the one the runner chose, for the SDK and for the CLI alike, on a Node it supports", async () => {
+	it("is the one the runner chose, for the SDK, the CLI and pi-ai alike, on a Node it supports", async () => {
 		const line = piLine();
 		const { pi } = await piSdk();
 		expect(line.name).toBe(process.env.PI_MCC_PI_LINE === "1.x" ? "1.x" : "0.73");
 		expect(pi.VERSION).toBe(line.version);
 		expect(line.version.startsWith(line.name === "1.x" ? "1." : "0.73.")).toBe(true);
 		if (line.name === "1.x") expect(nodeAtLeast(process.version, PI_1X_MIN_NODE)).toBe(true);
+		// Test code importing pi-ai gets the line's own: on 1.x the module pi gives extensions (vitest.config.ts).
+		const aiVersion = (piAi as { PI_AI_VERSION?: string }).PI_AI_VERSION;
+		expect(aiVersion?.split(".")[0]).toBe(line.name === "1.x" ? "1" : undefined);
 		const [node, args] = piCommand(["--version"]);
 		const printed = await runCommand(node, args, { timeoutMs: 30_000 });
 		expect(`${printed.stdout}${printed.stderr}`.trim()).toContain(line.version);
