@@ -4,7 +4,7 @@
  * dist/scripts/migrate.js, so plain Node runs it without a TypeScript loader, also in an `--omit=dev` install.
  */
 import { runMigrationCli } from "../src/migration/cli.ts";
-import { Output } from "../src/migration/output.ts";
+import { Output } from "../src/migration/support.ts";
 import { errorText } from "../src/text.ts";
 
 const out = new Output();

@@ -17,7 +17,8 @@ export type CommandName = "mcc-login" | "mcc-use" | "mcc-fallback" | "mcc-status
 export const COMMANDS: ReadonlyArray<{ name: CommandName; description: string; completes: boolean }> = [
 	{
 		name: "mcc-login",
-		description: "Log in a Claude Pro/Max account under a label (tokens go to the OS keychain)",
+		description:
+			"Log in a Claude Pro/Max account under a label (tokens go to the OS keychain; --copy-code: headless)",
 		completes: true,
 	},
 	{

@@ -19,7 +19,7 @@ import {
 	refreshFooter,
 } from "./commands/command-support.ts";
 import { fallbackCommand } from "./commands/fallback-command.ts";
-import { loginCommand } from "./commands/login-command.ts";
+import { BROWSER_FLAG, COPY_CODE_FLAG, loginCommand } from "./commands/login-command.ts";
 import { removeCommand } from "./commands/remove-command.ts";
 import { statusCommand } from "./commands/status-command.ts";
 import { cycleAccounts, PROJECT_FLAG, useCommand } from "./commands/use-command.ts";
@@ -56,6 +56,7 @@ export interface Runtime {
 
 /** Flags each command completes, with the values a flag takes. */
 const FLAGS: Partial<Record<CommandName, Record<string, readonly string[]>>> = {
+	"mcc-login": { [BROWSER_FLAG]: [], [COPY_CODE_FLAG]: [] },
 	"mcc-use": { [PROJECT_FLAG]: ["off"] },
 };
 

@@ -13,6 +13,8 @@ export const DEFAULT_TOKEN_TIMEOUT_MS = 30_000;
 export const DEFAULT_REFRESH_MARGIN_MS = 5 * 60 * 1000;
 /** Anthropic's registered redirect for Claude Pro/Max logins is http://localhost:53692/callback. */
 export const DEFAULT_CALLBACK_PORT = 53692;
+/** How long /mcc-login waits for the browser's redirect or a pasted code before it gives up. */
+export const DEFAULT_LOGIN_TIMEOUT_MS = 10 * 60 * 1000;
 
 export interface ExtensionPaths {
 	/** pi's agent directory (`~/.pi/agent`, or `PI_CODING_AGENT_DIR` as pi itself honours it). */
@@ -41,8 +43,13 @@ export interface Settings {
 	anthropicBaseUrlOverridden: boolean;
 	/** `PI_MCC_REFRESH_MARGIN_MS`: refresh when the access token expires within this margin. */
 	refreshMarginMs: number;
-	/** `PI_MCC_CALLBACK_PORT`: where /mcc-login listens for the browser's redirect; 0 = paste only. */
+	/**
+	 * `PI_MCC_CALLBACK_PORT`: where /mcc-login listens for the browser's redirect (127.0.0.1 and ::1; a free port
+	 * when it is taken); 0 = paste only.
+	 */
 	callbackPort: number;
+	/** `PI_MCC_LOGIN_TIMEOUT_MS`: bound on /mcc-login's wait for the code (a test knob; default 10 min). */
+	loginTimeoutMs: number;
 	/** `PI_MCC_NO_BROWSER=1`: never open a browser (the login URL is always shown anyway). */
 	openBrowser: boolean;
 	/** `WSL_DISTRO_NAME`: WSL has no Secret Service of its own, and its fix differs. */
@@ -63,6 +70,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 		anthropicBaseUrlOverridden: anthropicOverride !== undefined,
 		refreshMarginMs: nonNegativeNumber(env.PI_MCC_REFRESH_MARGIN_MS) ?? DEFAULT_REFRESH_MARGIN_MS,
 		callbackPort: port(env.PI_MCC_CALLBACK_PORT) ?? DEFAULT_CALLBACK_PORT,
+		loginTimeoutMs: positiveNumber(env.PI_MCC_LOGIN_TIMEOUT_MS) ?? DEFAULT_LOGIN_TIMEOUT_MS,
 		openBrowser: env.PI_MCC_NO_BROWSER !== "1",
 		wsl: Boolean(env.WSL_DISTRO_NAME),
 		migratePauseAt: nonEmpty(env.PI_MCC_MIGRATE_PAUSE_AT),

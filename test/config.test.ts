@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { AccountsConfig } from "../src/config/schema.ts";
-import { labelProblem } from "../src/config/schema.ts";
+import { caseTwin, labelCaseClash, labelProblem } from "../src/config/schema.ts";
 import { ConfigError, createConfigStore, createStateStore, MIGRATE_COMMAND } from "../src/config/stores.ts";
 import { MAX_FILE_BYTES } from "../src/fs/private-file.ts";
 import { printable } from "../src/text.ts";
@@ -117,6 +117,24 @@ const badFiles: BadFile[] = [
 		content: v1([{ label: "a" }], { activeLabel: "b" }),
 		kind: "invalid",
 		says: /activeLabel: unknown account "b"/,
+	},
+	{
+		name: "two labels that differ only in letter case",
+		content: v1([{ label: "work" }, { label: "home" }, { label: "Work" }]),
+		kind: "invalid",
+		says: /accounts\[2\]\.label: "Work" differs from "work" only in letter case.*remove one of the two accounts/,
+	},
+	{
+		name: "a fallback that names an account in other letter case",
+		content: v1([{ label: "work", fallbackTo: ["Home"] }, { label: "home" }]),
+		kind: "invalid",
+		says: /accounts\[0\]\.fallbackTo\[0\]: unknown account "Home" \(did you mean "home"\?/,
+	},
+	{
+		name: "an active label in other letter case",
+		content: v1([{ label: "work" }], { activeLabel: "WORK" }),
+		kind: "invalid",
+		says: /activeLabel: unknown account "WORK" \(did you mean "work"\?/,
 	},
 	...["../x", "a b", "ünïcödé", "bell\u0007label", "esc\u001b[31mred", "x".repeat(65), "", "-leading", "a/b"].map(
 		(label): BadFile => ({
@@ -274,6 +292,38 @@ describe("account labels", () => {
 		expect(withControls).toContain('"bell??[2J?"');
 		expect(withControls).not.toMatch(/[\u0000-\u001f\u007f\u202e]/);
 		expect(printable("y".repeat(100), 10)).toBe(`${"y".repeat(10)}…`);
+	});
+});
+
+describe("labels that differ only in letter case", () => {
+	it("are one label to the case-blind comparison, and distinct labels are not", () => {
+		expect(caseTwin("Work", ["home", "work"])).toBe("work");
+		expect(caseTwin("WORK", ["work"])).toBe("work");
+		expect(caseTwin("work", ["work", "home"])).toBeUndefined();
+		expect(caseTwin("works", ["work"])).toBeUndefined();
+		expect(caseTwin("work", [])).toBeUndefined();
+	});
+
+	it("are refused for a new account with the existing label and the command that logs it in again", () => {
+		const clash = labelCaseClash("Work", ["home", "work"]);
+		expect(clash).toContain('"work" already exists');
+		expect(clash).toContain("/mcc-login work");
+		expect(clash).toMatch(/Windows Credential Manager/);
+		expect(labelCaseClash("work", ["home", "work"])).toBeUndefined();
+		expect(labelCaseClash("side", ["home", "work"])).toBeUndefined();
+	});
+
+	it("cannot be written into the config by an update, which leaves the file as it was", async () => {
+		const store = createConfigStore(file);
+		await store.update(addAccount("work"));
+		const before = await fs.readFile(file);
+		const error = await configError(store.update(addAccount("Work")));
+		expect(error.kind).toBe("invalid");
+		expect(error.message).toMatch(/accounts\[1\]\.label: "Work" differs from "work" only in letter case/);
+		expect((await fs.readFile(file)).equals(before)).toBe(true);
+		// Other labels are still welcome.
+		await store.update(addAccount("works"));
+		expect((await store.read()).accounts.map((account) => account.label)).toEqual(["work", "works"]);
 	});
 });
 

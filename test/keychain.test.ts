@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
-import { MAX_SECRET_BYTES } from "../src/broker/credentials.ts";
 import { OsSecretStore } from "../src/keychain/os-secret-store.ts";
+import { MAX_SECRET_BYTES, storedSecretBytes } from "../src/keychain/secret-store.ts";
 import {
 	continueDaemon,
 	type IsolatedKeyring,
@@ -80,13 +80,34 @@ describe("an account's item in the Secret Service", () => {
 		expect(await store.get(account)).toBe(second);
 	});
 
-	it("a secret of the full item size, with non-ASCII text, survives the round trip unchanged", async () => {
+	it("a secret of the full Windows item size, with non-ASCII text, survives the round trip unchanged", async () => {
 		const account = label("large");
-		const head = "üñí©ødé ✓ ";
-		const secret = head + "x".repeat(MAX_SECRET_BYTES - Buffer.byteLength(head, "utf8"));
-		expect(Buffer.byteLength(secret, "utf8")).toBe(MAX_SECRET_BYTES);
+		// 2,560 bytes as Windows stores it (UTF-16): 1,280 code units, "🔑" taking two of them.
+		const head = "üñí©ødé ✓ 🔑 ";
+		const secret = head + "x".repeat(MAX_SECRET_BYTES / 2 - head.length);
+		expect(storedSecretBytes(secret)).toBe(MAX_SECRET_BYTES);
 		await store.set(account, secret);
 		expect(await store.get(account)).toBe(secret);
+		expect(await secretToolLookup(SERVICE, account)).toBe(secret);
+	});
+
+	it("a secret one UTF-16 code unit over the Windows item size is refused before anything is written", async () => {
+		const account = label("too-large");
+		// 1,281 code units: 2,562 bytes in UTF-16 (what Windows stores), though only 1,281 bytes in UTF-8.
+		const secret = "y".repeat(MAX_SECRET_BYTES / 2 + 1);
+		const refused = await store.set(account, secret).then(
+			() => undefined,
+			(error: unknown) => error,
+		);
+		expect(refused).toMatchObject({ name: "KeychainError", kind: "too_large" });
+		expect((refused as Error).message).toContain(`account "${account}"`);
+		expect((refused as Error).message).toContain("2562 bytes");
+		expect((refused as Error).message).toContain("nothing was written");
+		expect((await secretToolSearch(SERVICE, account)).items).toHaveLength(0);
+		// An item already there is left as it was.
+		await store.set(account, "kept");
+		await expect(store.set(account, secret)).rejects.toMatchObject({ kind: "too_large" });
+		expect(await secretToolLookup(SERVICE, account)).toBe("kept");
 	});
 
 	it("an item another program wrote with secret-tool is read by the store", async () => {

@@ -1,4 +1,7 @@
+import { MAX_SECRET_BYTES, storedSecretBytes } from "../keychain/secret-store.ts";
 import { isWellFormedToken } from "../oauth/token-endpoint.ts";
+
+export { MAX_SECRET_BYTES };
 
 /** What one keychain item holds: the account's token pair and the access token's expiry. */
 export interface StoredCredentials {
@@ -10,11 +13,18 @@ export interface StoredCredentials {
 	refreshExpires?: number;
 }
 
-/** Windows Credential Manager refuses larger secrets; the other keychains take more. */
-export const MAX_SECRET_BYTES = 2560;
-
 export class CredentialFormatError extends Error {
 	override readonly name = "CredentialFormatError";
+}
+
+/** A pair that Windows Credential Manager could not hold; refused on every system before anything is written. */
+export class CredentialTooLargeError extends CredentialFormatError {
+	constructor(readonly bytes: number) {
+		super(
+			`the token pair takes ${bytes} bytes as Windows Credential Manager stores it (UTF-16), over the ` +
+				`${MAX_SECRET_BYTES} bytes one item holds there`,
+		);
+	}
 }
 
 export function serializeCredentials(credentials: StoredCredentials): string {
@@ -26,11 +36,8 @@ export function serializeCredentials(credentials: StoredCredentials): string {
 		expires,
 		...(refreshExpires !== undefined ? { refreshExpires } : {}),
 	});
-	if (Buffer.byteLength(text, "utf8") > MAX_SECRET_BYTES) {
-		throw new CredentialFormatError(
-			`The token pair is ${Buffer.byteLength(text, "utf8")} bytes, over the ${MAX_SECRET_BYTES}-byte keychain item limit.`,
-		);
-	}
+	const bytes = storedSecretBytes(text);
+	if (bytes > MAX_SECRET_BYTES) throw new CredentialTooLargeError(bytes);
 	return text;
 }
 

@@ -9,6 +9,7 @@ import { DEFAULT_REFRESH_MARGIN_MS } from "../settings.ts";
 import { errorText } from "../text.ts";
 import {
 	CredentialFormatError,
+	CredentialTooLargeError,
 	parseCredentials,
 	type StoredCredentials,
 	sameCredentials,
@@ -127,11 +128,16 @@ export class TokenBroker {
 	}
 
 	/** Completes an OAuth authorization-code login: exchanges the code and stores the pair. */
-	async loginWithCode(label: string, exchange: CodeExchange): Promise<{ expires: number }> {
+	async loginWithCode(
+		label: string,
+		exchange: CodeExchange,
+	): Promise<{ expires: number; account?: TokenGrant["account"] }> {
 		let credentials: StoredCredentials;
+		let account: TokenGrant["account"];
 		try {
 			const grant = await this.endpoint.exchangeCode(exchange);
 			credentials = this.fromGrant(grant);
+			account = grant.account;
 		} catch (error) {
 			if (error instanceof TokenEndpointError) {
 				throw new AccountError(
@@ -143,7 +149,15 @@ export class TokenBroker {
 			throw error;
 		}
 		await this.storeLogin(label, credentials);
-		return { expires: credentials.expires };
+		return { expires: credentials.expires, ...(account ? { account } : {}) };
+	}
+
+	/**
+	 * Refreshes the account's pair once now, however fresh it is, under its refresh lock, and stores the new pair
+	 * before returning: the refresh token any copy of the old pair holds is then spent (pi-mcc-migrate --rotate).
+	 */
+	async rotate(label: string): Promise<void> {
+		await this.refreshUnderLock(label, true);
 	}
 
 	/** Deletes the account's keychain item; `false` when there was none. */
@@ -242,12 +256,12 @@ export class TokenBroker {
 		}
 	}
 
-	private async refreshUnderLock(label: string): Promise<string> {
+	private async refreshUnderLock(label: string, force = false): Promise<string> {
 		return this.lock.run(label, async () => {
 			// Another process may have refreshed while this one waited for the lock: its pair is in the keychain,
 			// and the refresh token this process read before is already dead.
 			const current = await this.load(label);
-			if (this.isFresh(current)) return current.access;
+			if (!force && this.isFresh(current)) return current.access;
 			if (await this.marks.isMarked(label)) throw new AccountError(label, "needs_login", needsLoginText(label));
 			let next: StoredCredentials;
 			try {
@@ -259,10 +273,13 @@ export class TokenBroker {
 					throw new AccountError(label, "needs_login", needsLoginText(label));
 				}
 				const reason = error instanceof TokenEndpointError ? error.message : "unexpected failure";
+				const what = force
+					? "its token pair could not be rotated"
+					: "its access token has expired and could not be renewed";
 				throw new AccountError(
 					label,
 					"refresh_failed",
-					`Account "${label}": its access token has expired and could not be renewed: ${reason}. ` +
+					`Account "${label}": ${what}: ${reason}. ` +
 						"The stored login is unchanged; try again when the token endpoint answers.",
 				);
 			}
@@ -279,6 +296,8 @@ export class TokenBroker {
 			// Never replace an item with one this broker could not read back.
 			parseCredentials(secret);
 		} catch (error) {
+			if (error instanceof CredentialTooLargeError)
+				throw new AccountError(label, "refresh_failed", tooLargeText(label, error));
 			const reason = error instanceof CredentialFormatError ? error.message : "it cannot be stored";
 			throw new AccountError(
 				label,
@@ -317,4 +336,15 @@ export class TokenBroker {
 
 function needsLoginText(label: string): string {
 	return `Account "${label}" must log in again: Anthropic rejected its refresh token. Run /mcc-login ${label}.`;
+}
+
+/** A pair too large for a Windows item: nothing is written, so the stored login stays as it was. */
+function tooLargeText(label: string, error: CredentialTooLargeError): string {
+	return (
+		`The new login of "${label}" was not stored: ${error.message}, a limit this extension applies on every ` +
+		`system so accounts work everywhere. Nothing was written: the stored login of "${label}", if any, is ` +
+		`unchanged (after a refresh, if Anthropic already retired its refresh token, "${label}" will ask for ` +
+		`/mcc-login ${label}). Tokens this large mean Anthropic ` +
+		"changed their format: update pi-multi-claude-code, or report it if no update handles it."
+	);
 }

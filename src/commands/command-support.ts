@@ -1,4 +1,5 @@
 import type { ExtensionContext } from "@mariozechner/pi-coding-agent";
+import { caseTwin } from "../config/schema.ts";
 import type { Core } from "../core.ts";
 import { headlineText } from "../provider/usage.ts";
 import { redactSecrets } from "../redact.ts";
@@ -30,8 +31,10 @@ export function splitArgs(args: string): string[] {
 }
 
 /**
- * Completions for a command's arguments: account labels and the command's flags (a flag's value after it, e.g.
- * `--project off`). Quiet (null) when the config cannot be read.
+/**
+ * Completions for a command's arguments: account labels and the command's flags (the flags are alternatives: once
+ * one is typed, no other is offered; after a flag come its values, e.g. `--project off`, and labels). Quiet (null)
+ * when the config cannot be read.
  */
 export async function completeArguments(
 	deps: CommandDeps,
@@ -43,14 +46,16 @@ export async function completeArguments(
 		const last = words.pop() ?? "";
 		const head = words.length > 0 ? `${words.join(" ")} ` : "";
 		const previous = words.at(-1);
-		const values = previous !== undefined && Object.hasOwn(flags, previous) ? flags[previous]! : undefined;
-		const candidates =
-			values && values.length > 0
-				? [...values]
-				: [
-						...(await deps.core.config.read()).accounts.map((account) => account.label),
-						...(last === "" || last.startsWith("-") ? Object.keys(flags) : []),
-					];
+		const values = previous !== undefined && Object.hasOwn(flags, previous) ? flags[previous]! : [];
+		const flagTyped = words.some((word) => Object.hasOwn(flags, word));
+		const offeredFlags = flagTyped ? [] : Object.keys(flags);
+		const candidates = last.startsWith("-")
+			? offeredFlags
+			: [
+					...values,
+					...(await deps.core.config.read()).accounts.map((account) => account.label),
+					...(last === "" && words.length > 0 ? offeredFlags : []),
+				];
 		const items = candidates
 			.filter((candidate) => candidate.startsWith(last) && !words.includes(candidate))
 			.map((candidate) => ({ value: `${head}${candidate}`, label: candidate }));
@@ -85,7 +90,10 @@ export async function refreshFooter(deps: CommandDeps): Promise<void> {
 }
 
 export function unknownLabelText(label: string, known: string[]): string {
-	const list = known.length > 0 ? `Known accounts: ${known.join(", ")}.` : "No account yet.";
 	const shown = printable(label);
+	// Never act on the account that matches only case-blindly: name it, and do not offer a login that is refused.
+	const twin = caseTwin(label, known);
+	if (twin !== undefined) return `Unknown account "${shown}". Did you mean "${twin}"? Labels are case-sensitive.`;
+	const list = known.length > 0 ? `Known accounts: ${known.join(", ")}.` : "No account yet.";
 	return `Unknown account "${shown}". ${list} Add one with /mcc-login ${shown}.`;
 }

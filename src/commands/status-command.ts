@@ -5,7 +5,7 @@ import { activeCooldowns } from "../provider/fallback-policy.ts";
 import { fetchOAuthUsage, formatPercent, recordUsage } from "../provider/usage.ts";
 import { describeBindings } from "../session/projects.ts";
 import type { AccountSource } from "../session/session-account.ts";
-import { errorText, formatDuration } from "../text.ts";
+import { errorText, formatDuration, printable } from "../text.ts";
 import { type CommandDeps, reportFailure, splitArgs } from "./command-support.ts";
 
 const DAY = 24 * 60 * 60 * 1000;
@@ -54,6 +54,7 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 		for (const account of config.accounts) {
 			const health = await core.broker.describe(account.label);
 			const parts = [healthText(health, now)];
+			if (account.accountEmail) parts.push(`Claude account ${printable(account.accountEmail, 254)}`);
 			const until = cooldowns.until(account.label);
 			if (until !== undefined) parts.push(`cooling down ${formatDuration(until - now)} more`);
 			const usage = usageText(state?.usage[account.label], now);

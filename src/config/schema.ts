@@ -26,6 +26,33 @@ export function labelProblem(label: string): string | undefined {
 	return undefined;
 }
 
+/**
+ * Labels that differ only in letter case are refused everywhere: Windows Credential Manager's target names are
+ * case-blind, so `Work` and `work` would share one item there, and a config moves between systems. Labels are
+ * ASCII (LABEL_PATTERN), so lower-casing is the whole folding.
+ */
+export function foldLabel(label: string): string {
+	return label.toLowerCase();
+}
+
+/** The existing label that `label` matches only case-blindly ("work" for "Work"), if any. */
+export function caseTwin(label: string, labels: Iterable<string>): string | undefined {
+	const folded = foldLabel(label);
+	for (const other of labels) if (other !== label && foldLabel(other) === folded) return other;
+	return undefined;
+}
+
+/** Why `label` cannot be added next to `labels`, naming the existing label and what to run instead. */
+export function labelCaseClash(label: string, labels: Iterable<string>): string | undefined {
+	const twin = caseTwin(label, labels);
+	if (twin === undefined) return undefined;
+	return (
+		`the account "${twin}" already exists, and labels that differ only in letter case are refused (Windows ` +
+		`Credential Manager stores them as one item). Run /mcc-login ${twin} to log "${twin}" in again, or choose ` +
+		"another label"
+	);
+}
+
 const label = z.string().regex(LABEL_PATTERN, "not a valid label (letters, digits, '.', '_', '-'; at most 64)");
 
 const accountSchema = z.looseObject({
@@ -33,6 +60,15 @@ const accountSchema = z.looseObject({
 	fallbackTo: z.array(label).max(64).default([]),
 	/** When the account was last logged in (ms since epoch): not secret, shown by /mcc-status. */
 	loggedInAt: z.number().int().nonnegative().optional(),
+	/**
+	 * The Claude account's e-mail as the token endpoint named it at the last login (not secret, but personal: only
+	 * in this 0600 file, never in a log). /mcc-status shows it; a re-login naming another one warns.
+	 */
+	accountEmail: z
+		.string()
+		.max(254)
+		.regex(/^[^\s@]+@[^\s@]+$/, "not an e-mail address")
+		.optional(),
 	/**
 	 * Opt-in: once the account's reported utilisation reaches this fraction (e.g. 0.95), requests whose origin is
 	 * this account go to its own fallback list before Anthropic refuses them.
@@ -64,30 +100,43 @@ export const configSchema = z
 	})
 	.superRefine((config, ctx) => {
 		const labels = new Set<string>();
+		const byFolded = new Map<string, string>();
 		config.accounts.forEach((account, index) => {
-			if (labels.has(account.label)) {
+			const path = ["accounts", index, "label"];
+			const earlier = byFolded.get(foldLabel(account.label));
+			if (earlier === account.label) {
+				ctx.addIssue({ code: "custom", path, message: `duplicate label "${account.label}"` });
+			} else if (earlier !== undefined) {
 				ctx.addIssue({
 					code: "custom",
-					path: ["accounts", index, "label"],
-					message: `duplicate label "${account.label}"`,
+					path,
+					message:
+						`"${account.label}" differs from "${earlier}" only in letter case, and Windows Credential Manager ` +
+						`stores both as one item: remove one of the two accounts from the file (then log it in again ` +
+						"under another label with /mcc-login <label>)",
 				});
 			}
+			byFolded.set(foldLabel(account.label), earlier ?? account.label);
 			labels.add(account.label);
 		});
+		// "unknown account", with the label it was probably meant to be.
+		const unknown = (name: string): string => {
+			const twin = caseTwin(name, labels);
+			return `unknown account "${name}"${twin === undefined ? "" : ` (did you mean "${twin}"? labels are case-sensitive)`}`;
+		};
 		config.accounts.forEach((account, index) => {
 			const seen = new Set<string>();
 			account.fallbackTo.forEach((target, t) => {
 				const path = ["accounts", index, "fallbackTo", t];
 				if (target === account.label)
 					ctx.addIssue({ code: "custom", path, message: "an account cannot fall back to itself" });
-				else if (!labels.has(target))
-					ctx.addIssue({ code: "custom", path, message: `unknown account "${target}"` });
+				else if (!labels.has(target)) ctx.addIssue({ code: "custom", path, message: unknown(target) });
 				else if (seen.has(target)) ctx.addIssue({ code: "custom", path, message: `"${target}" is listed twice` });
 				seen.add(target);
 			});
 		});
 		if (config.activeLabel !== undefined && !labels.has(config.activeLabel)) {
-			ctx.addIssue({ code: "custom", path: ["activeLabel"], message: `unknown account "${config.activeLabel}"` });
+			ctx.addIssue({ code: "custom", path: ["activeLabel"], message: unknown(config.activeLabel) });
 		}
 		const paths = new Set<string>();
 		config.projects?.forEach((binding, index) => {

@@ -1,7 +1,14 @@
 import { AsyncEntry } from "@napi-rs/keyring";
 import { DEFAULT_KEYCHAIN_TIMEOUT_MS, KEYCHAIN_SERVICE } from "../settings.ts";
-import { errorText, formatSeconds } from "../text.ts";
-import { KeychainError, type KeychainErrorKind, type SecretStore } from "./secret-store.ts";
+import { errorText } from "../text.ts";
+import {
+	backendName,
+	type KeychainHost,
+	type KeychainOperation,
+	keychainTimeout,
+	keyringFailure,
+} from "./keyring-failures.ts";
+import { KeychainError, MAX_SECRET_BYTES, type SecretStore, storedSecretBytes } from "./secret-store.ts";
 
 export interface OsSecretStoreOptions {
 	service?: string;
@@ -10,6 +17,8 @@ export interface OsSecretStoreOptions {
 	platform?: NodeJS.Platform;
 	/** Running inside WSL, where a missing Secret Service has its own fix. */
 	wsl?: boolean;
+	/** The `node` binary macOS asks about (default process.execPath). */
+	execPath?: string;
 }
 
 /**
@@ -20,8 +29,7 @@ export class OsSecretStore implements SecretStore {
 	readonly backend: string;
 	private readonly service: string;
 	private readonly timeoutMs: number;
-	private readonly platform: NodeJS.Platform;
-	private readonly wsl: boolean;
+	private readonly host: KeychainHost;
 	// Constructing an entry opens a platform session (~5 ms, and on Linux a blocking D-Bus round trip), so
 	// each label's entry is built once and reused.
 	private readonly entries = new Map<string, AsyncEntry>();
@@ -29,9 +37,13 @@ export class OsSecretStore implements SecretStore {
 	constructor(options: OsSecretStoreOptions = {}) {
 		this.service = options.service ?? KEYCHAIN_SERVICE;
 		this.timeoutMs = options.timeoutMs ?? DEFAULT_KEYCHAIN_TIMEOUT_MS;
-		this.platform = options.platform ?? process.platform;
-		this.wsl = options.wsl ?? false;
-		this.backend = backendName(this.platform);
+		this.host = {
+			platform: options.platform ?? process.platform,
+			wsl: options.wsl ?? false,
+			execPath: options.execPath ?? process.execPath,
+			service: this.service,
+		};
+		this.backend = backendName(this.host.platform);
 	}
 
 	get(label: string): Promise<string | null> {
@@ -39,7 +51,20 @@ export class OsSecretStore implements SecretStore {
 	}
 
 	set(label: string, secret: string): Promise<void> {
-		// setPassword updates the existing item in place (no delete-then-add window where the account is gone).
+		// Windows' limit, refused here on every system before anything is written (see MAX_SECRET_BYTES).
+		const bytes = storedSecretBytes(secret);
+		if (bytes > MAX_SECRET_BYTES) {
+			return Promise.reject(
+				new KeychainError(
+					"too_large",
+					`Did not write the ${this.backend} item of account "${label}": the secret takes ${bytes} bytes as ` +
+						`Windows Credential Manager stores it (UTF-16), over the ${MAX_SECRET_BYTES} bytes one item holds ` +
+						"there. That limit applies on every system, so accounts work the same everywhere; nothing was written.",
+				),
+			);
+		}
+		// setPassword, not setSecret: it updates the existing item in place (no delete-then-add window where the
+		// account is gone), and on Windows it keeps the UTF-16 text every earlier version wrote and can read.
 		return this.bounded("write", label, (entry, signal) => entry.setPassword(secret, signal));
 	}
 
@@ -57,7 +82,7 @@ export class OsSecretStore implements SecretStore {
 	}
 
 	private async bounded<T>(
-		operation: string,
+		operation: KeychainOperation,
 		label: string,
 		call: (entry: AsyncEntry, signal: AbortSignal) => Promise<T>,
 	): Promise<T> {
@@ -68,102 +93,16 @@ export class OsSecretStore implements SecretStore {
 		const expired = new Promise<never>((_, reject) => {
 			timer = setTimeout(() => {
 				abort.abort();
-				reject(
-					new KeychainError(
-						"timeout",
-						`The ${this.backend} did not answer a ${operation} of account "${label}" within ` +
-							`${formatSeconds(this.timeoutMs)}: the keychain daemon may be frozen or an unlock prompt is waiting for an ` +
-							"answer. Answer the prompt or restart the keychain daemon, then try again" +
-							(operation === "read" ? "." : ` (the ${operation} may still happen once the keychain answers).`),
-					),
-				);
+				reject(keychainTimeout(operation, label, this.timeoutMs, this.host));
 			}, this.timeoutMs);
 		});
 		try {
 			return await Promise.race([call(this.entry(label), abort.signal), expired]);
 		} catch (error) {
 			if (error instanceof KeychainError) throw error;
-			throw describeKeyringFailure(error, operation, label, this.backend, this.platform, this.wsl);
+			throw keyringFailure(errorText(error), operation, label, this.host);
 		} finally {
 			clearTimeout(timer);
 		}
 	}
-}
-
-function backendName(platform: NodeJS.Platform): string {
-	if (platform === "darwin") return "macOS Keychain";
-	if (platform === "win32") return "Windows Credential Manager";
-	return "Secret Service keychain";
-}
-
-const FIXES: Record<KeychainErrorKind, Partial<Record<NodeJS.Platform | "default", string>>> = {
-	unavailable: {
-		linux:
-			"No Secret Service is reachable on this D-Bus session. On a desktop, log in to a GNOME/KDE session " +
-			"(gnome-keyring or KWallet) or enable KeePassXC's Secret Service integration. Headless or over SSH: " +
-			"start one, e.g. `dbus-run-session -- sh -c 'gnome-keyring-daemon --unlock --components=secrets; pi'` " +
-			'(see "Keychain troubleshooting" in the README). Tokens are never stored in a file instead.',
-		default: "The OS keychain is not available to this process. Tokens are never stored in a file instead.",
-	},
-	locked: {
-		linux:
-			"The keychain collection is locked. Unlock it (Seahorse, your desktop's unlock prompt, or " +
-			"`gnome-keyring-daemon --unlock` on a headless session), then try again.",
-		darwin:
-			"The login keychain is locked (common in SSH sessions). Run `security unlock-keychain " +
-			"~/Library/Keychains/login.keychain-db`, then try again.",
-		default: "The keychain is locked. Unlock it, then try again.",
-	},
-	timeout: { default: "The keychain did not answer. Restart the keychain daemon, then try again." },
-	denied: {
-		darwin:
-			"The macOS Keychain refused access. Allow the access prompt, or in Keychain Access open the " +
-			'"pi-multi-claude-code" item and allow this program under Access Control.',
-		default: "The keychain refused access to this item. Check its access rules, then try again.",
-	},
-	failed: { default: "The keychain reported an error." },
-};
-
-const WSL_FIX =
-	"WSL has no Secret Service of its own. Install one inside the distribution (`sudo apt-get install dbus gnome-keyring`) " +
-	"and start pi under it: `dbus-run-session -- sh -c 'gnome-keyring-daemon --unlock --components=secrets; pi'` " +
-	'(see "Keychain troubleshooting" in the README). Tokens are never stored in a file instead.';
-
-/** Maps the library's untyped errors to one typed error with the fix for this platform. */
-function describeKeyringFailure(
-	error: unknown,
-	operation: string,
-	label: string,
-	backend: string,
-	platform: NodeJS.Platform,
-	inWsl: boolean,
-): KeychainError {
-	const detail = errorText(error);
-	const kind = classifyKeyringMessage(detail);
-	const fixes = FIXES[kind];
-	const wsl = platform === "linux" && kind === "unavailable" && inWsl;
-	const fix = (wsl ? WSL_FIX : undefined) ?? fixes[platform] ?? fixes.default ?? "";
-	return new KeychainError(
-		kind,
-		`Could not ${operation} the ${backend} item of account "${label}": ${fix} (${oneLine(detail)})`,
-	);
-}
-
-function classifyKeyringMessage(message: string): KeychainErrorKind {
-	const text = message.toLowerCase();
-	if (/did not receive a reply|timed out|timeout/.test(text)) return "timeout";
-	if (/unlock prompt|locked|interaction is not allowed|user interaction/.test(text)) return "locked";
-	if (/access denied|permission|not permitted|authorization|errsecauthfailed/.test(text)) return "denied";
-	if (
-		/failed to connect|autolaunch|serviceunknown|was not provided|no such file|not available|no result found|object does not exist|dbus/.test(
-			text,
-		)
-	)
-		return "unavailable";
-	return "failed";
-}
-
-function oneLine(text: string): string {
-	const flat = text.replace(/\s+/g, " ").trim();
-	return flat.length > 200 ? `${flat.slice(0, 200)}…` : flat;
 }

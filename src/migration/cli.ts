@@ -1,16 +1,14 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { createCore } from "../core.ts";
-import { KEYCHAIN_SERVICE, readSettings } from "../settings.ts";
+import { readSettings } from "../settings.ts";
 import { errorText } from "../text.ts";
-import { MigrationError, USAGE_EXIT_CODE } from "./migration-error.ts";
-import type { Output } from "./output.ts";
-import { piAuthFile } from "./pi-auth.ts";
-import { importPiAuth } from "./pi-auth-import.ts";
-import { migrateConfigFile } from "./run-migration.ts";
+import { migrateConfigFile } from "./legacy-config.ts";
+import { importPiAuth, piAuthFile } from "./pi-auth.ts";
+import { MigrationError, type Output, pauseAt, USAGE_EXIT_CODE } from "./support.ts";
 
-export const HELP = `Usage: pi-mcc-migrate [--dry-run] [--replace] [--file PATH]
-       pi-mcc-migrate --from-pi-auth LABEL [--dry-run] [--replace] [--file PATH]
+export const HELP = `Usage: pi-mcc-migrate [--dry-run] [--replace] [--rotate] [--file PATH]
+       pi-mcc-migrate --from-pi-auth LABEL [--dry-run] [--replace] [--rotate] [--file PATH]
 
 Moves the tokens of pi-multi-claude-code's old plaintext config into the OS keychain, then rewrites the config
 without them. Every token is written to the keychain and read back before the file changes; if anything fails,
@@ -20,17 +18,21 @@ the file is left exactly as it was. Running it again is harmless and finishes an
   --file PATH           the config to migrate (default: <pi agent dir>/multi-claude-code.json; the agent dir
                         is PI_CODING_AGENT_DIR or ~/.pi/agent)
   --replace             overwrite a keychain item that already holds a different login (otherwise: stop)
+  --rotate              right after the move, refresh each account's token pair once, so the refresh token
+                        that copies of the old file (backups, sync, snapshots) hold is spent; on a file that
+                        is already migrated (or a login already imported), rotates its accounts
   --from-pi-auth LABEL  move pi's own Anthropic OAuth login from <pi agent dir>/auth.json into the keychain as
                         account LABEL; its "anthropic" entry is removed from auth.json (pi then needs /login
                         again for its built-in Anthropic provider)
   --help                show this text
 
-Exit status: 0 done or nothing to do, 1 stopped (the message says why and what is already in the keychain),
-2 bad command line.`;
+Exit status: 0 done or nothing to do, 1 stopped or a rotation failed (the message says why and what is
+already in the keychain), 2 bad command line.`;
 
 interface Flags {
 	"dry-run"?: boolean;
 	replace?: boolean;
+	rotate?: boolean;
 	help?: boolean;
 	file?: string;
 	"from-pi-auth"?: string;
@@ -77,6 +79,7 @@ function parseFlags(argv: readonly string[]): Flags {
 		options: {
 			"dry-run": { type: "boolean" },
 			replace: { type: "boolean" },
+			rotate: { type: "boolean" },
 			help: { type: "boolean", short: "h" },
 			file: { type: "string" },
 			"from-pi-auth": { type: "string" },
@@ -85,19 +88,21 @@ function parseFlags(argv: readonly string[]): Flags {
 }
 
 function dispatch(flags: Flags, env: NodeJS.ProcessEnv, out: Output): Promise<number> {
-	const core = createCore(readSettings(env));
-	const service = env.PI_MCC_KEYCHAIN_SERVICE || KEYCHAIN_SERVICE;
-	const common = {
+	const settings = readSettings(env);
+	const core = createCore(settings);
+	const options = {
 		broker: core.broker,
-		keychain: `${core.broker.backend} (service "${service}")`,
+		keychain: `${core.broker.backend} (service "${settings.keychainService}")`,
 		replace: flags.replace ?? false,
 		dryRun: flags["dry-run"] ?? false,
+		rotate: flags.rotate ?? false,
 		out,
+		pause: pauseAt(settings.migratePauseAt),
 	};
 	const file = flags.file === undefined ? core.paths.configFile : resolve(flags.file);
 	const label = flags["from-pi-auth"];
 	if (label !== undefined) {
-		return importPiAuth({ ...common, label, configFile: file, authFile: piAuthFile(core.paths.agentDir) });
+		return importPiAuth({ label, configFile: file, authFile: piAuthFile(core.paths.agentDir) }, options);
 	}
-	return migrateConfigFile({ ...common, file, fileGiven: flags.file !== undefined });
+	return migrateConfigFile(file, flags.file !== undefined, options);
 }

@@ -1,10 +1,12 @@
-import type { AccountsConfig } from "../config/schema.ts";
-import { ConfigError, findPlaintextSecrets, parseAccountsConfig } from "../config/stores.ts";
-import { PrivateFileError, readPrivateFile } from "../fs/private-file.ts";
-import { MigrationError } from "./migration-error.ts";
+/** The accounts config as the migration reads, classifies and extends it. */
+import { type AccountsConfig, emptyConfig } from "../config/schema.ts";
+import { ConfigError, findPlaintextSecrets, MIGRATE_COMMAND, parseAccountsConfig } from "../config/stores.ts";
+import { withFileLock } from "../fs/file-lock.ts";
+import { PrivateFileError, readPrivateFile, writePrivateFileAtomic } from "../fs/private-file.ts";
+import { MigrationError, parseJsonQuietly, UNCHANGED } from "./support.ts";
 
 /** What the accounts config file holds, as far as the migration is concerned. */
-export type ConfigSnapshot =
+type ConfigSnapshot =
 	| { kind: "missing" }
 	| { kind: "current"; text: string; config: AccountsConfig }
 	| { kind: "legacy"; text: string; raw: Record<string, unknown> };
@@ -43,8 +45,6 @@ export async function readConfigSnapshot(file: string): Promise<ConfigSnapshot> 
 	return { kind: "legacy", text, raw: record };
 }
 
-export const UNCHANGED = "Nothing was changed.";
-
 /** The same serialisation as the extension's own config store, so a migrated file looks like one it wrote. */
 export function serializeConfig(config: AccountsConfig): string {
 	return `${JSON.stringify(config, null, "\t")}\n`;
@@ -55,31 +55,47 @@ export function checkNewConfig(config: AccountsConfig, file: string): AccountsCo
 	return parseOrExplain(JSON.parse(JSON.stringify(config)), file);
 }
 
-/**
- * JSON.parse's SyntaxError quotes the text around the error, which here can be a token: only the fact that the
- * file is not JSON is reported.
- */
-export function parseJsonQuietly(text: string, file: string, refuseProtoKey = false): unknown {
-	let protoKey = false;
-	let value: unknown;
-	try {
-		value = JSON.parse(text, (key, child: unknown) => {
-			if (key === "__proto__") protoKey = true;
-			return child;
-		});
-	} catch {
-		throw new MigrationError(`${file} is not valid JSON. Fix it (or move it away) and run again. ${UNCHANGED}`);
-	}
-	// Copying such a key (as validation does) would set a prototype instead and drop the field silently.
-	if (protoKey && refuseProtoKey) {
-		throw new MigrationError(
-			`${file} has a "__proto__" key, which no multi-claude-code version writes. ${UNCHANGED}`,
-		);
-	}
-	return value;
+/** The config as an account can be added to it; an old-format file must be migrated first. */
+export async function readAddableConfig(file: string): Promise<AccountsConfig> {
+	return addableConfig(await readConfigSnapshot(file), file);
 }
 
-async function readOrExplain(file: string): Promise<string | undefined> {
+/** Checks that `label` can join the config: not a case-only variant of an existing label. */
+export function labelClash(config: AccountsConfig, label: string): string | undefined {
+	const other = config.accounts.find(
+		(account) => account.label !== label && account.label.toLowerCase() === label.toLowerCase(),
+	);
+	if (!other) return undefined;
+	return (
+		`The config already has an account "${other.label}", which differs from "${label}" only in letter case; ` +
+		"some keychains (Windows Credential Manager) treat them as the same item. Choose another label."
+	);
+}
+
+/** Adds the account (no fallbacks) under the config lock, creating the file if needed; idempotent. */
+export async function addAccountToConfig(file: string, label: string): Promise<"added" | "present"> {
+	return withFileLock(file, async () => {
+		const config = addableConfig(await readConfigSnapshot(file), file);
+		if (config.accounts.some((account) => account.label === label)) return "present";
+		const clash = labelClash(config, label);
+		if (clash) throw new MigrationError(clash);
+		config.accounts.push({ label, fallbackTo: [] });
+		await writePrivateFileAtomic(file, serializeConfig(checkNewConfig(config, file)));
+		return "added";
+	});
+}
+
+function addableConfig(snapshot: ConfigSnapshot, file: string): AccountsConfig {
+	if (snapshot.kind === "missing") return emptyConfig();
+	if (snapshot.kind === "current") return snapshot.config;
+	throw new MigrationError(
+		`${file} still holds plaintext tokens (old format). Migrate it first with \`${MIGRATE_COMMAND}\`, then ` +
+			"import pi's login. Nothing was changed.",
+	);
+}
+
+/** Reads a file with the checks this extension applies to its own files (no symlink, not shared-writable). */
+export async function readOrExplain(file: string): Promise<string | undefined> {
 	try {
 		return await readPrivateFile(file);
 	} catch (error) {

@@ -30,6 +30,17 @@ export interface TokenGrant {
 	expiresInMs: number;
 	/** Lifetime of the refresh token in ms, when the endpoint states one (`refresh_token_expires_in`). */
 	refreshExpiresInMs?: number;
+	/** Which Claude account the answer says this is, when it says so (unverified; never required). */
+	account?: AccountIdentity;
+}
+
+/**
+ * What a token answer may say about the account (Claude Code's answers carry `account.email_address` and
+ * `organization.name`). Not secret, but personal: shown to the person and kept only in their own 0600 config.
+ */
+export interface AccountIdentity {
+	email?: string;
+	organization?: string;
 }
 
 export interface CodeExchange {
@@ -160,7 +171,8 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 			typeof refreshExpiresIn === "number" && refreshExpiresIn > 0 && refreshExpiresIn <= MAX_LIFETIME_S
 				? { refreshExpiresInMs: refreshExpiresIn * 1000 }
 				: {};
-		return { access, refresh, expiresInMs: expiresIn * 1000, ...refreshLifetime };
+		const account = readAccountIdentity(data, [access, refresh, ...sent]);
+		return { access, refresh, expiresInMs: expiresIn * 1000, ...refreshLifetime, ...(account ? { account } : {}) };
 	}
 
 	/** Only the OAuth error code is kept from the body: descriptions can quote the request's tokens. */
@@ -190,6 +202,32 @@ export class HttpTokenEndpoint implements TokenEndpoint {
 			status,
 		);
 	}
+}
+
+const EMAIL_PATTERN = /^[^\s@]{1,64}@[^\s@]{1,190}$/;
+
+/**
+ * The account a token answer names, read tolerantly: only well-shaped, bounded, printable strings that hold no
+ * token; anything else is ignored (never an error: the answer is usable without it).
+ */
+export function readAccountIdentity(data: unknown, secrets: readonly string[] = []): AccountIdentity | undefined {
+	const record = (value: unknown): Record<string, unknown> | undefined =>
+		typeof value === "object" && value !== null && !Array.isArray(value)
+			? (value as Record<string, unknown>)
+			: undefined;
+	const clean = (value: unknown, max: number): string | undefined => {
+		if (typeof value !== "string" || value.length === 0 || value.length > max) return undefined;
+		if (/[\p{Cc}\p{Cf}]/u.test(value) || value.trim() !== value) return undefined;
+		return redactSecrets(value, secrets) === value ? value : undefined;
+	};
+	const top = record(data);
+	const email = clean(record(top?.account)?.email_address, 254);
+	const organization = clean(record(top?.organization)?.name, 120);
+	const identity: AccountIdentity = {
+		...(email && EMAIL_PATTERN.test(email) ? { email } : {}),
+		...(organization ? { organization } : {}),
+	};
+	return identity.email || identity.organization ? identity : undefined;
 }
 
 function networkCause(error: unknown, sent: string[]): string {

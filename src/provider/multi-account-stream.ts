@@ -135,7 +135,12 @@ async function planRequest(
 ): Promise<Request | undefined> {
 	const { core } = deps;
 	const now = deps.now ?? Date.now;
-	const config = await core.config.read();
+	// The keychain read is the slowest step before the request: it starts first (or already did, when the turn
+	// started), and the config and state files are read meanwhile. A broken state file must not block requests:
+	// without it, no account counts as cooling down.
+	const known = session.label;
+	const early = known ? readToken(deps, session, known, now()) : undefined;
+	const [config, state] = await Promise.all([core.config.read(), core.state.read().catch(() => undefined)]);
 	const origin = await session.resolve(config);
 	if (!origin) {
 		failStream(
@@ -151,10 +156,7 @@ async function planRequest(
 		failStream(out, model, `${PROVIDER_ID}: ${removedText(origin, config)}`);
 		return undefined;
 	}
-	const originToken = session.takePrefetched(origin, now()) ?? core.broker.getAccessToken(origin);
-	originToken.catch(() => {});
-	// A broken state file must not block requests: without it, no account counts as cooling down.
-	const state = await core.state.read().catch(() => undefined);
+	const originToken = origin === known && early ? early : readToken(deps, session, origin, now());
 	const cooldowns = state ? activeCooldowns(state, now()) : { until: () => undefined };
 	const preempted = preemptionUntil(account.preemptiveFallbackAt, state?.usage[origin], now());
 	const attempts = isCacheWarmingReplay(options)
@@ -306,6 +308,14 @@ function delegate(
 	} as Model<"anthropic-messages">;
 	if (deps.perRequestFetch) return deps.delegate(model, request.context, delegated);
 	return withResponseCapture(captured, () => deps.delegate(model, request.context, delegated));
+}
+
+/** The session's token: the read started at the turn's start when there is one for it, else a read now. */
+function readToken(deps: RequestDeps, session: SessionAccount, label: string, now: number): Promise<string> {
+	const token = session.takePrefetched(label, now) ?? deps.core.broker.getAccessToken(label);
+	// Awaited by the attempt; a request that ends before it (a removed account) must not leave it unhandled.
+	token.catch(() => {});
+	return token;
 }
 
 /** pi 1.x keeps an idle prompt cache warm by replaying a request with one output token: never another account's. */

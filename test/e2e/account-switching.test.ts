@@ -153,7 +153,7 @@ describe("/mcc-login with a pasted code", () => {
 			const state = url ? new URL(url).searchParams.get("state") : null;
 			return `CODE123#${state ?? ""}`;
 		});
-		await pi.runCommand("/mcc-login work");
+		await pi.runCommand("/mcc-login work --browser");
 		expect(pi.ui.dialogs.at(-1)?.kind).toBe("input");
 		expect(pi.ui.notifications.at(-1)?.type).toBe("info");
 		expect(pi.ui.notifications.at(-1)?.message).toContain("work");
@@ -185,7 +185,7 @@ describe("/mcc-login with a pasted code", () => {
 		const pi = await world.start();
 		world.tokens.registerCode("BARECODE9");
 		pi.ui.queueInput("BARECODE9");
-		await pi.runCommand("/mcc-login bare");
+		await pi.runCommand("/mcc-login bare --browser");
 		expect(world.tokens.requests.at(-1)?.code).toBe("BARECODE9");
 		const access = world.tokens.issued.at(-2);
 		expect(await keychainLookup(world.env.keychainService, "bare")).toContain(access);
@@ -196,7 +196,7 @@ describe("/mcc-login with a pasted code", () => {
 		const pi = await world.start();
 		const before = world.tokens.requests.length;
 		pi.ui.queueInput(undefined);
-		await pi.runCommand("/mcc-login ghost");
+		await pi.runCommand("/mcc-login ghost --browser");
 		expect(world.tokens.requests.length).toBe(before);
 		expect(await keychainLookup(world.env.keychainService, "ghost")).toBeUndefined();
 		expect(pi.ui.notifications.at(-1)?.message).toMatch(/cancel/i);
@@ -209,7 +209,7 @@ describe("secrets stay out of what pi shows and stores", () => {
 		const pi = await world.start();
 		world.tokens.registerCode("LEAKCHECK1");
 		pi.ui.queueInput("LEAKCHECK1");
-		await pi.runCommand("/mcc-login extra");
+		await pi.runCommand("/mcc-login extra --browser");
 		expect(world.tokens.requests.at(-1)?.code).toBe("LEAKCHECK1");
 		expect(await keychainLookup(world.env.keychainService, "extra")).toBeDefined();
 		await pi.runCommand("/mcc-status");

@@ -37,6 +37,8 @@ export interface FakeTokenEndpointOptions {
 	clientId?: string;
 	/** Path the endpoint answers on (default Anthropic's `/v1/oauth/token`). */
 	path?: string;
+	/** Length of every token minted (default: Anthropic's usual 109 characters). */
+	tokenLength?: number;
 }
 
 export interface FakeTokenEndpoint {
@@ -50,12 +52,17 @@ export interface FakeTokenEndpoint {
 	setMode(mode: FakeTokenMode): void;
 	setExpiresIn(seconds: number): void;
 	setDelay(ms: number): void;
+	/** Tokens minted from now on are this many characters long (undefined: the usual 109). */
+	setTokenLength(length: number | undefined): void;
 	/** Issues a pair as a login would; its refresh token is valid for one refresh. */
 	mintPair(): FakeTokenPair;
 	/** Makes a refresh token the test made up valid for one refresh. */
 	registerRefreshToken(token: string): void;
-	/** Makes an authorization code valid for one exchange. */
-	registerCode(code: string): void;
+	/**
+	 * Makes an authorization code valid for one exchange; `answer` adds fields to that exchange's answer (e.g.
+	 * `account: { email_address }`, as Claude Code's token answers name the account).
+	 */
+	registerCode(code: string, answer?: Record<string, unknown>): void;
 	/** Stops the server, cutting every open connection (including ones left hanging by mode "hang"). */
 	close(): Promise<void>;
 }
@@ -75,17 +82,22 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 	let mode: FakeTokenMode = options.mode ?? "ok";
 	let expiresIn = options.expiresIn ?? 28_800;
 	let delayMs = options.delayMs ?? 0;
+	let tokenLength = options.tokenLength;
 	const path = options.path ?? FAKE_TOKEN_PATH;
 	const requests: FakeTokenRequest[] = [];
 	const issued: string[] = [];
 	const liveRefresh = new Set<string>();
-	const liveCodes = new Set<string>();
+	const liveCodes = new Map<string, Record<string, unknown>>();
 	const sockets = new Set<Socket>();
 	const timers = new Set<NodeJS.Timeout>();
 	let closing = false;
 
+	const sized = (token: string): string =>
+		tokenLength === undefined || tokenLength === token.length
+			? token
+			: (token + randomBytes(tokenLength).toString("base64url")).slice(0, tokenLength);
 	const mintPair = (): FakeTokenPair => {
-		const pair = { access: newAccessToken(), refresh: newRefreshToken() };
+		const pair = { access: sized(newAccessToken()), refresh: sized(newRefreshToken()) };
 		issued.push(pair.access, pair.refresh);
 		liveRefresh.add(pair.refresh);
 		return pair;
@@ -110,6 +122,7 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 			oauthError(res, 400, "invalid_request", "Request body must be a JSON object");
 			return;
 		}
+		let extra: Record<string, unknown> = {};
 		const sentSecret = body.grant_type === "authorization_code" ? body.code : body.refresh_token;
 		switch (mode) {
 			case "hang":
@@ -161,10 +174,12 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 				oauthError(res, 400, "invalid_request", "code_verifier is required");
 				return;
 			}
-			if (typeof body.code !== "string" || !liveCodes.delete(body.code)) {
+			if (typeof body.code !== "string" || !liveCodes.has(body.code)) {
 				oauthError(res, 400, "invalid_grant", "Invalid authorization code");
 				return;
 			}
+			extra = liveCodes.get(body.code) ?? {};
+			liveCodes.delete(body.code);
 		} else {
 			oauthError(res, 400, "unsupported_grant_type", "Unsupported grant type");
 			return;
@@ -176,6 +191,7 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 			refresh_token: pair.refresh,
 			expires_in: expiresIn,
 			scope: "user:inference user:profile",
+			...extra,
 		});
 	};
 
@@ -244,12 +260,15 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 		setDelay(ms) {
 			delayMs = ms;
 		},
+		setTokenLength(length) {
+			tokenLength = length;
+		},
 		mintPair,
 		registerRefreshToken(token) {
 			liveRefresh.add(token);
 		},
-		registerCode(code) {
-			liveCodes.add(code);
+		registerCode(code, answer = {}) {
+			liveCodes.set(code, answer);
 		},
 		async close() {
 			if (closing) return;

@@ -42,31 +42,40 @@ export function runCommand(
 	args: readonly string[],
 	options: { env?: Env; input?: string; timeoutMs?: number; cwd?: string } = {},
 ): Promise<CommandResult> {
+	const child = spawn(command, args, {
+		env: options.env ?? process.env,
+		cwd: options.cwd,
+		stdio: ["pipe", "pipe", "pipe"],
+	});
+	child.stdin.on("error", () => {});
+	child.stdin.end(options.input ?? "");
+	return commandResult(child, options.timeoutMs ?? 15_000);
+}
+
+/** Collects a started child's output until it closes; after `timeoutMs` it is killed and `timedOut` set. */
+export function commandResult(child: ChildProcess, timeoutMs: number): Promise<CommandResult & { timedOut: boolean }> {
 	return new Promise((resolve, reject) => {
-		const child = spawn(command, args, {
-			env: options.env ?? process.env,
-			cwd: options.cwd,
-			stdio: ["pipe", "pipe", "pipe"],
-		});
 		let stdout = "";
 		let stderr = "";
-		child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+		let timedOut = false;
+		child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
 			stdout += chunk;
 		});
-		child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+		child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
 			stderr += chunk;
 		});
-		const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 15_000);
+		const timer = setTimeout(() => {
+			timedOut = true;
+			child.kill("SIGKILL");
+		}, timeoutMs);
 		child.on("error", (error) => {
 			clearTimeout(timer);
 			reject(error);
 		});
 		child.on("close", (code, signal) => {
 			clearTimeout(timer);
-			resolve({ code, signal, stdout, stderr });
+			resolve({ code, signal, stdout, stderr, timedOut });
 		});
-		child.stdin.on("error", () => {});
-		child.stdin.end(options.input ?? "");
 	});
 }
 

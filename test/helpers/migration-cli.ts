@@ -1,42 +1,93 @@
+/**
+ * pi-mcc-migrate as the tests run it: the compiled bin as a child process (built once per `npm test` run, shared by
+ * every test file), or the same command in-process.
+ */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
-import { PAUSE_ENV, PAUSE_MARKER } from "../../src/migration/pause.ts";
+import lockfile from "proper-lockfile";
+import { runMigrationCli } from "../../src/migration/cli.ts";
+import { Output, PAUSE_ENV, PAUSE_MARKER } from "../../src/migration/support.ts";
+import { type CommandResult, commandResult } from "./keyring.ts";
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 /**
- * Compiles the bin with the package's own tsconfig.build.json, as `npm run build` does, into a private temp dir
- * (so a concurrent build into dist/ can never hand a child half a file). Returns migrate.js's path there, and a
- * cleanup. Bounded: a hung compiler fails the suite instead of hanging it.
+ * Compiles the bin once with the package's own tsconfig.build.json, as `npm run build` does, never into dist/ (a
+ * concurrent build could hand a child half a file): inside test/run-with-keyring.sh into its scratch directory
+ * (deleted at exit), under a lock so parallel test files share one build; elsewhere into a temp directory of this
+ * file's own. Around it, what an installed package has: "type": "module" and its dependencies. Bounded: a hung
+ * compiler fails the suite instead of hanging it.
  */
-export async function buildMigrate(timeoutMs = 90_000): Promise<{ script: string; remove: () => Promise<void> }> {
-	const outDir = await fs.mkdtemp(join(tmpdir(), "pi-mcc-migrate-build-"));
-	const remove = (): Promise<void> => fs.rm(outDir, { recursive: true, force: true });
-	// What an installed package has around dist/: "type": "module" and its dependencies.
-	await fs.writeFile(join(outDir, "package.json"), '{ "type": "module" }\n');
-	await fs.symlink(join(ROOT, "node_modules"), join(outDir, "node_modules"), "dir");
-	const tsc = join(ROOT, "node_modules", "typescript", "bin", "tsc");
-	const args = [tsc, "-p", "tsconfig.build.json", "--outDir", outDir];
-	await new Promise<void>((resolve, reject) => {
-		execFile(process.execPath, args, { cwd: ROOT, timeout: timeoutMs }, (error, out) => {
-			if (error) reject(new Error(`building the migration failed: ${error.message}\n${out}`));
-			else resolve();
+async function build(): Promise<{ script: string; remove: () => Promise<void> }> {
+	const scratch = process.env.PI_MCC_TEST_KEYRING_DIR;
+	const root = scratch ?? (await fs.mkdtemp(join(tmpdir(), "pi-mcc-migrate-build-")));
+	const remove = async (): Promise<void> => {
+		if (!scratch) await fs.rm(root, { recursive: true, force: true });
+	};
+	const outDir = join(root, "migrate-build");
+	const script = join(outDir, "scripts", "migrate.js");
+	const retries = { retries: 600, minTimeout: 100, maxTimeout: 200 };
+	const release = await lockfile.lock(root, { lockfilePath: `${outDir}.lock`, stale: 120_000, retries });
+	try {
+		if (await fs.stat(join(outDir, ".complete")).catch(() => undefined)) return { script, remove };
+		await fs.rm(outDir, { recursive: true, force: true });
+		await fs.mkdir(outDir, { recursive: true });
+		await fs.writeFile(join(outDir, "package.json"), '{ "type": "module" }\n');
+		await fs.symlink(join(ROOT, "node_modules"), join(outDir, "node_modules"), "dir");
+		const tsc = join(ROOT, "node_modules", "typescript", "bin", "tsc");
+		await new Promise<void>((resolve, reject) => {
+			const args = [tsc, "-p", "tsconfig.build.json", "--outDir", outDir];
+			execFile(process.execPath, args, { cwd: ROOT, timeout: 120_000 }, (error, out) => {
+				if (error) reject(new Error(`building the migration failed: ${error.message}\n${out}`));
+				else resolve();
+			});
 		});
-	}).catch(async (error: unknown) => {
-		await remove();
-		throw error;
-	});
-	return { script: join(outDir, "scripts", "migrate.js"), remove };
+		await fs.writeFile(join(outDir, ".complete"), "");
+		return { script, remove };
+	} finally {
+		await release();
+	}
 }
 
-export interface RunResult {
-	code: number | null;
-	signal: NodeJS.Signals | null;
-	stdout: string;
-	stderr: string;
+let built: ReturnType<typeof build> | undefined;
+
+/** The path of the compiled bin (built on first call). */
+export async function migrateScript(): Promise<string> {
+	built ??= build();
+	return (await built).script;
+}
+
+/** Removes a per-file build (the shared one goes with the test keyring's scratch directory). */
+export async function removeMigrateBuild(): Promise<void> {
+	await (await built)?.remove();
+}
+
+/** A runner of the bin with the given base environment, without the pause hook. */
+export async function migrateRunner(env: NodeJS.ProcessEnv): Promise<Migrate> {
+	const base: Record<string, string> = {};
+	for (const [key, value] of Object.entries(env)) if (value !== undefined && key !== PAUSE_ENV) base[key] = value;
+	return new Migrate(await migrateScript(), base);
+}
+
+export type RunResult = CommandResult;
+
+/** The command in this process (the same code as the bin but its process.exit), its output captured. */
+export async function runInProcess(args: readonly string[], env: NodeJS.ProcessEnv): Promise<RunResult> {
+	const result: RunResult = { code: null, signal: null, stdout: "", stderr: "" };
+	const out = new Output(
+		(text) => {
+			result.stdout += text;
+		},
+		(text) => {
+			result.stderr += text;
+		},
+	);
+	result.code = await runMigrationCli(args, env, out);
+	return result;
 }
 
 export interface RunOptions {
@@ -55,54 +106,33 @@ export class Migrate {
 	) {}
 
 	/** Runs the bin to completion (bounded) and returns its exit status and output. */
-	async run(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
-		const child = this.spawn(args, options);
-		child.stdin?.end();
-		return finished(child, options.timeoutMs ?? 20_000);
+	run(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+		return this.start(args, options).result;
 	}
 
 	/** Starts the bin with a pause step and resolves once it announces that it is waiting there. */
 	async startPaused(args: readonly string[], step: string, options: RunOptions = {}): Promise<PausedRun> {
-		const child = this.spawn(args, { ...options, env: { ...options.env, [PAUSE_ENV]: step } });
-		const result = finished(child, options.timeoutMs ?? 20_000);
-		await new Promise<void>((resolve, reject) => {
-			let seen = "";
-			const timer = setTimeout(() => reject(new Error(`no pause at "${step}" within 15 s:\n${seen}`)), 15_000);
-			child.stderr?.on("data", (chunk: Buffer) => {
-				seen += chunk.toString();
-				if (seen.includes(`${PAUSE_MARKER} ${step}\n`)) {
-					clearTimeout(timer);
-					resolve();
-				}
-			});
-			void result.then((done) => {
-				clearTimeout(timer);
-				reject(new Error(`exited (${done.code ?? done.signal}) before pausing at "${step}":\n${done.stderr}`));
-			});
-		});
-		return new PausedRun(child, result);
+		const run = this.start(args, { ...options, env: { ...options.env, [PAUSE_ENV]: step } }, false);
+		await run.printed(`${PAUSE_MARKER} ${step}\n`, "stderr");
+		return run;
 	}
 
 	/** Starts the bin without waiting for anything (for kills at random moments). */
-	start(args: readonly string[], options: RunOptions = {}): PausedRun {
-		const child = this.spawn(args, options);
-		child.stdin?.end();
-		return new PausedRun(child, finished(child, options.timeoutMs ?? 20_000));
-	}
-
-	private spawn(args: readonly string[], options: RunOptions): ChildProcess {
+	start(args: readonly string[], options: RunOptions = {}, endInput = true): PausedRun {
 		const env: Record<string, string> = { ...this.baseEnv };
 		for (const [key, value] of Object.entries(options.env ?? {})) {
 			if (value === undefined) delete env[key];
 			else env[key] = value;
 		}
 		const node = [process.execPath, this.script, ...args];
-		if (options.fileSizeLimitBlocks === undefined) {
-			return spawn(node[0]!, node.slice(1), { env, stdio: ["pipe", "pipe", "pipe"] });
-		}
 		// `exec "$@"` keeps the arguments away from the shell's parser.
-		const script = `ulimit -f ${options.fileSizeLimitBlocks} && exec "$@"`;
-		return spawn("bash", ["-c", script, "bash", ...node], { env, stdio: ["pipe", "pipe", "pipe"] });
+		const [command, ...rest] =
+			options.fileSizeLimitBlocks === undefined
+				? node
+				: ["bash", "-c", `ulimit -f ${options.fileSizeLimitBlocks} && exec "$@"`, "bash", ...node];
+		const child = spawn(command!, rest, { env, stdio: ["pipe", "pipe", "pipe"] });
+		if (endInput) child.stdin?.end();
+		return new PausedRun(child, finished(child, options.timeoutMs ?? 20_000));
 	}
 }
 
@@ -112,23 +142,29 @@ export class PausedRun {
 		readonly result: Promise<RunResult>,
 	) {}
 
-	/** Resolves once the run has printed `text` on stdout (bounded), e.g. its plan, printed under the lock. */
-	printed(text: string, timeoutMs = 15_000): Promise<void> {
+	/** Resolves once the run has printed `text` (bounded), e.g. its plan, printed under the lock. */
+	printed(text: string, stream: "stdout" | "stderr" = "stdout", timeoutMs = 15_000): Promise<void> {
+		const source = this.child[stream] as Readable;
 		return new Promise((resolve, reject) => {
 			let seen = "";
-			const timer = setTimeout(() => reject(new Error(`"${text}" not printed within ${timeoutMs} ms`)), timeoutMs);
-			const onData = (chunk: Buffer): void => {
-				seen += chunk.toString();
-				if (!seen.includes(text)) return;
+			const stop = (error?: Error): void => {
 				clearTimeout(timer);
-				this.child.stdout?.off("data", onData);
-				resolve();
+				source.off("data", onData);
+				if (error) reject(error);
+				else resolve();
 			};
-			this.child.stdout?.on("data", onData);
-			void this.result.then(() => {
-				clearTimeout(timer);
-				reject(new Error(`exited before printing "${text}"`));
-			});
+			const timer = setTimeout(
+				() => stop(new Error(`"${text}" not printed within ${timeoutMs} ms:\n${seen}`)),
+				timeoutMs,
+			);
+			const onData = (chunk: string): void => {
+				seen += chunk;
+				if (seen.includes(text)) stop();
+			};
+			source.on("data", onData);
+			void this.result.then((done) =>
+				stop(new Error(`exited (${done.code ?? done.signal}) before printing "${text}":\n${done.stderr}`)),
+			);
 		});
 	}
 
@@ -145,27 +181,9 @@ export class PausedRun {
 	}
 }
 
-function finished(child: ChildProcess, timeoutMs: number): Promise<RunResult> {
-	let stdout = "";
-	let stderr = "";
-	child.stdout?.on("data", (chunk: Buffer) => {
-		stdout += chunk.toString();
-	});
-	child.stderr?.on("data", (chunk: Buffer) => {
-		stderr += chunk.toString();
-	});
-	return new Promise((resolve, reject) => {
-		const timer = setTimeout(() => {
-			child.kill("SIGKILL");
-			reject(new Error(`pi-mcc-migrate did not finish within ${timeoutMs} ms:\n${stdout}\n${stderr}`));
-		}, timeoutMs);
-		child.on("error", (error) => {
-			clearTimeout(timer);
-			reject(error);
-		});
-		child.on("close", (code, signal) => {
-			clearTimeout(timer);
-			resolve({ code, signal, stdout, stderr });
-		});
-	});
+async function finished(child: ChildProcess, timeoutMs: number): Promise<RunResult> {
+	const { timedOut, ...result } = await commandResult(child, timeoutMs);
+	if (timedOut)
+		throw new Error(`pi-mcc-migrate did not finish within ${timeoutMs} ms:\n${result.stdout}\n${result.stderr}`);
+	return result;
 }

@@ -1,25 +1,21 @@
-import { createHash, randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
+import { createHash } from "node:crypto";
+import { promises as fs, type Stats } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
+import { fakeAccessToken, fakeRefreshToken } from "./accounts.ts";
 
 /** A throwaway HOME with pi's agent directory inside, as the migration sees it. */
 export class Sandbox {
-	private constructor(readonly root: string) {}
+	private constructor(readonly home: string) {}
 
 	static async create(): Promise<Sandbox> {
-		const root = await fs.mkdtemp(join(tmpdir(), "pi-mcc-migration-"));
-		const sandbox = new Sandbox(root);
+		const sandbox = new Sandbox(await fs.mkdtemp(join(tmpdir(), "pi-mcc-migration-")));
 		await fs.mkdir(sandbox.agentDir, { recursive: true, mode: 0o700 });
 		return sandbox;
 	}
 
-	get home(): string {
-		return this.root;
-	}
-
 	get agentDir(): string {
-		return join(this.root, ".pi", "agent");
+		return join(this.home, ".pi", "agent");
 	}
 
 	get configFile(): string {
@@ -46,40 +42,27 @@ export class Sandbox {
 	/** Every entry under the sandbox with type, mode, size, content hash and mtime: equal means untouched. */
 	async snapshot(): Promise<Record<string, string>> {
 		const entries: Record<string, string> = {};
-		const walk = async (dir: string): Promise<void> => {
-			for (const name of await fs.readdir(dir)) {
-				const path = join(dir, name);
-				const stat = await fs.lstat(path);
-				const kind = stat.isDirectory() ? "dir" : stat.isSymbolicLink() ? "link" : "file";
-				const hash =
-					kind === "file"
-						? createHash("sha256")
-								.update(await fs.readFile(path))
-								.digest("hex")
-						: "";
-				const mode = (stat.mode & 0o777).toString(8);
-				entries[relative(this.root, path)] = `${kind} ${mode} ${stat.size} ${hash} ${stat.mtimeMs}`;
-				if (kind === "dir") await walk(path);
-			}
-		};
-		await walk(this.root);
+		await this.walk(async (path, stat) => {
+			const kind = stat.isDirectory() ? "dir" : stat.isSymbolicLink() ? "link" : "file";
+			const hash =
+				kind === "file"
+					? createHash("sha256")
+							.update(await fs.readFile(path))
+							.digest("hex")
+					: "";
+			entries[relative(this.home, path)] =
+				`${kind} ${(stat.mode & 0o777).toString(8)} ${stat.size} ${hash} ${stat.mtimeMs}`;
+		});
 		return entries;
 	}
 
 	/** Sandbox-relative paths of every file (lock directories and temp files included) holding any secret. */
 	async filesContaining(secrets: readonly string[]): Promise<string[]> {
 		const hits: string[] = [];
-		const walk = async (dir: string): Promise<void> => {
-			for (const name of await fs.readdir(dir)) {
-				const path = join(dir, name);
-				const stat = await fs.lstat(path);
-				if (stat.isDirectory()) await walk(path);
-				else if (stat.isFile() && containsAny(await fs.readFile(path, "utf8"), secrets)) {
-					hits.push(relative(this.root, path));
-				}
-			}
-		};
-		await walk(this.root);
+		await this.walk(async (path, stat) => {
+			if (stat.isFile() && containsAny(await fs.readFile(path, "utf8"), secrets))
+				hits.push(relative(this.home, path));
+		});
 		return hits.sort();
 	}
 
@@ -100,24 +83,25 @@ export class Sandbox {
 	}
 
 	remove(): Promise<void> {
-		return fs.rm(this.root, { recursive: true, force: true });
+		return fs.rm(this.home, { recursive: true, force: true });
+	}
+
+	private async walk(visit: (path: string, stat: Stats) => Promise<void>): Promise<void> {
+		const walkDir = async (dir: string): Promise<void> => {
+			for (const name of await fs.readdir(dir)) {
+				const path = join(dir, name);
+				const stat = await fs.lstat(path);
+				await visit(path, stat);
+				if (stat.isDirectory()) await walkDir(path);
+			}
+		};
+		await walkDir(this.home);
 	}
 }
 
-/**
- * Token-shaped test values. Each carries a random core that is searched for on its own too, so even a fragment
- * of a token (a truncated error snippet) counts as a leak.
- */
-export function fakeToken(kind: "oat01" | "ort01"): string {
-	return `sk-ant-${kind}-${randomBytes(18).toString("hex")}`;
-}
-
-export function secretCores(tokens: readonly string[]): string[] {
-	return tokens.flatMap((token) => [token, token.slice(-24)]);
-}
-
+/** Each token's random core is searched for on its own too, so even a fragment of one counts as a leak. */
 export function containsAny(text: string, secrets: readonly string[]): boolean {
-	return secretCores(secrets).some((secret) => text.includes(secret));
+	return secrets.flatMap((token) => [token, token.slice(-24)]).some((secret) => text.includes(secret));
 }
 
 export interface LegacyAccountFixture {
@@ -132,8 +116,8 @@ export interface LegacyAccountFixture {
 export function legacyAccount(label: string, extra: Partial<LegacyAccountFixture> = {}): LegacyAccountFixture {
 	return {
 		label,
-		accessToken: fakeToken("oat01"),
-		refreshToken: fakeToken("ort01"),
+		accessToken: fakeAccessToken("mig"),
+		refreshToken: fakeRefreshToken("mig"),
 		expiresAt: Date.now() + 3_600_000,
 		...extra,
 	};

@@ -18,6 +18,7 @@ import type {
 	AgentSessionRuntime,
 	ExtensionError,
 	ExtensionUIContext,
+	ExtensionUIDialogOptions,
 	Theme,
 } from "@mariozechner/pi-coding-agent";
 import { type FakeAnthropicApi, startFakeAnthropicApi } from "./fake-anthropic-api.ts";
@@ -27,9 +28,11 @@ import {
 	startFakeTokenEndpoint,
 } from "./fake-token-endpoint.ts";
 import { clearKeychainService, deleteKeychainItem, readKeychainItem, uniqueService, waitFor } from "./keyring.ts";
-import { DEFAULT_MODEL_ID, EXTENSION_PATH, PROVIDER, piSdk, STATUS_KEY } from "./pi-line.ts";
+import { DEFAULT_MODEL_ID, EXTENSION_PATH, PROVIDER, piLine, piSdk, STATUS_KEY } from "./pi-line.ts";
 
 export { DEFAULT_MODEL_ID, EXTENSION_PATH, PROVIDER, REPO_ROOT, STATUS_KEY } from "./pi-line.ts";
+/** The line's pi CLI, for tests that run it with process.execPath (piCommand also picks the node and notes it). */
+export const PI_CLI = piLine().cliPath;
 export { startPiProcess } from "./rpc-pi.ts";
 export { waitFor };
 
@@ -149,8 +152,18 @@ export interface DialogCall {
 }
 
 type SelectAnswer = string | undefined | ((title: string, options: string[]) => string | undefined);
-/** A fixed answer, or one computed when the dialog opens (e.g. from a URL notified just before). */
-type InputAnswer = string | undefined | ((title: string, placeholder: string | undefined) => string | undefined);
+/**
+ * A fixed answer, or one computed when the dialog opens (e.g. from a URL notified just before); a computed one may
+ * come later (a promise), and sees the dialog's options (its abort signal dismisses the dialog, as pi's do).
+ */
+type InputAnswer =
+	| string
+	| undefined
+	| ((
+			title: string,
+			placeholder: string | undefined,
+			opts: ExtensionUIDialogOptions | undefined,
+	  ) => string | undefined | Promise<string | undefined>);
 
 export interface RecordingUi {
 	context: ExtensionUIContext;
@@ -199,9 +212,9 @@ export function createRecordingUi(): RecordingUi {
 			dialogs.push({ kind: "confirm", title, detail: message, answer });
 			return answer;
 		},
-		async input(title, placeholder) {
+		async input(title, placeholder, opts) {
 			const next = inputs.shift();
-			const answer = typeof next === "function" ? next(title, placeholder) : next;
+			const answer = typeof next === "function" ? await next(title, placeholder, opts) : next;
 			dialogs.push({ kind: "input", title, detail: placeholder, answer });
 			return answer;
 		},

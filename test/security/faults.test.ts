@@ -14,8 +14,6 @@ import { AccountError } from "../../src/broker/token-broker.ts";
 import { parseAccountsConfig, parseSharedState } from "../../src/config/stores.ts";
 import { type Core, createCore } from "../../src/core.ts";
 import { DEFAULT_LOCK_STALE_MS } from "../../src/fs/file-lock.ts";
-import { runMigrationCli } from "../../src/migration/cli.ts";
-import { Output } from "../../src/migration/output.ts";
 import { readSettings } from "../../src/settings.ts";
 import { setupAccounts } from "../helpers/accounts.ts";
 import { ok } from "../helpers/fake-anthropic-api.ts";
@@ -28,6 +26,7 @@ import {
 	startIsolatedKeyring,
 	stopDaemon,
 } from "../helpers/keyring.ts";
+import { migrateRunner, removeMigrateBuild, runInProcess } from "../helpers/migration-cli.ts";
 import { legacyAccount, legacyText, tokensOf } from "../helpers/migration-sandbox.ts";
 import { keychainLookup } from "../helpers/pi-harness.ts";
 import { RpcPi } from "../helpers/rpc-pi.ts";
@@ -40,7 +39,6 @@ import {
 	type TokenProxy,
 } from "./helpers/fault-tools.ts";
 import { describeHits, scanText, scanTree } from "./helpers/leak-scan.ts";
-import { migrateRunner, removeMigrateBuild } from "./helpers/migration-bin.ts";
 import { createPrng, seedFromEnv } from "./helpers/prng.ts";
 import { Worker, type WorkerLine, warmUpWorkers } from "./helpers/workers.ts";
 import { createSecurityWorld, type SecurityWorld, sleep, until } from "./helpers/world.ts";
@@ -399,16 +397,8 @@ describe("a migration killed at random moments", () => {
 				(await fs.readdir(dir)).filter((name) => name.endsWith(".lock")).map((name) => join(dir, name)),
 			);
 
-			let output = "";
-			const out = new Output(
-				(chunk) => {
-					output += chunk;
-				},
-				(chunk) => {
-					output += chunk;
-				},
-			);
-			expect(await runMigrationCli(["--file", file], world.childEnv(), out), output).toBe(0);
+			const rerun = await runInProcess(["--file", file], world.childEnv());
+			expect(rerun.code, rerun.stdout + rerun.stderr).toBe(0);
 			const config = parseAccountsConfig(JSON.parse(await fs.readFile(file, "utf8")), file);
 			expect(config.accounts.map((account) => account.label)).toEqual(accounts.map((account) => account.label));
 			expect(describeHits(scanText(file, await fs.readFile(file, "utf8"), secrets))).toBe("");

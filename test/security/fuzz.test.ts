@@ -84,7 +84,7 @@ beforeAll(async () => {
 	deps = { core, session };
 	ui = createRecordingUi();
 	session.footer.attach(ui.context);
-	ctx = { ui: ui.context } as unknown as ExtensionCommandContext;
+	ctx = { ui: ui.context, hasUI: true } as unknown as ExtensionCommandContext;
 }, 60_000);
 
 afterAll(async () => {
@@ -176,7 +176,7 @@ describe("fuzzed config files", () => {
 				["/mcc-fallback", () => fallbackCommand(deps, "", ctx)],
 				["/mcc-fallback a b", () => fallbackCommand(deps, `${first} ${accounts?.[1] ?? "other"}`, ctx)],
 				["/mcc-remove", () => removeCommand(deps, "nobody-here", ctx)],
-				["/mcc-login", () => loginCommand(deps, "fuzzed", ctx)],
+				["/mcc-login", () => loginCommand(deps, "fuzzed --copy-code", ctx)],
 			];
 			if ((accounts?.length ?? 0) <= 20) commands.push(["/mcc-status", () => statusCommand(deps, "", ctx)]);
 			for (const [name, run] of commands) {
@@ -238,7 +238,7 @@ describe("fuzzed account labels through the commands", () => {
 			t.kinds[kind] = (t.kinds[kind] ?? 0) + 1;
 			const fail = (what: string) => t.failures.push(`${JSON.stringify(label.slice(0, 40))}: ${what}`);
 			const commands: Array<[string, () => Promise<void>]> = [
-				["/mcc-login", () => loginCommand(deps, label, ctx)],
+				["/mcc-login", () => loginCommand(deps, `${label} --copy-code`, ctx)],
 				["/mcc-use", () => useCommand(deps, label, ctx)],
 				["/mcc-fallback L home", () => fallbackCommand(deps, `${label} home`, ctx)],
 				["/mcc-fallback work L", () => fallbackCommand(deps, `work ${label}`, ctx)],

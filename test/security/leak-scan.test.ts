@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ok, rateLimited } from "../helpers/fake-anthropic-api.ts";
 import { requireSecretService } from "../helpers/keyring.ts";
+import { migrateRunner, removeMigrateBuild } from "../helpers/migration-cli.ts";
 import { keychainLookup, sessionFiles } from "../helpers/pi-harness.ts";
 import { lastLoginState, RpcPi } from "../helpers/rpc-pi.ts";
 import {
@@ -22,7 +23,6 @@ import {
 	scanTree,
 	splitCanary,
 } from "./helpers/leak-scan.ts";
-import { migrateRunner, removeMigrateBuild } from "./helpers/migration-bin.ts";
 import { createSecurityWorld, type SecurityWorld, sleep } from "./helpers/world.ts";
 
 let world: SecurityWorld;
@@ -86,13 +86,13 @@ describe("a full run in the real pi runtime", () => {
 			// /mcc-login with a pasted "code#state", and with a pasted redirect URL.
 			const workCode = world.newCode();
 			pi.queueInput((_request, self) => `${workCode}#${lastLoginState(self)}`);
-			await pi.command("/mcc-login work");
+			await pi.command("/mcc-login work --browser");
 			const work = lastPair();
 			const personalCode = world.newCode();
 			pi.queueInput(
 				(_request, self) => `http://localhost:53692/callback?code=${personalCode}&state=${lastLoginState(self)}`,
 			);
-			await pi.command("/mcc-login personal");
+			await pi.command("/mcc-login personal --browser");
 			const personal = lastPair();
 			expect(await keychainLookup(world.env.keychainService, "work")).toContain(work.refresh);
 			expect(await keychainLookup(world.env.keychainService, "personal")).toContain(personal.refresh);
@@ -107,7 +107,7 @@ describe("a full run in the real pi runtime", () => {
 			world.tokens.setExpiresIn(2);
 			const reloginCode = world.newCode();
 			pi.queueInput((_request, self) => `${reloginCode}#${lastLoginState(self)}`);
-			await pi.command("/mcc-login work");
+			await pi.command("/mcc-login work --browser");
 			const shortLived = lastPair();
 			world.api.setDefault(ok("answer with a renewed token"));
 			await sleep(1_200);
@@ -126,7 +126,7 @@ describe("a full run in the real pi runtime", () => {
 			expect(failedRefresh.errorMessage).toContain("could not be renewed");
 			const echoCode = world.newCode();
 			pi.queueInput((_request, self) => `${echoCode}#${lastLoginState(self)}`);
-			await pi.command("/mcc-login side");
+			await pi.command("/mcc-login side --browser");
 			expect(pi.notifications().at(-1)).toContain('Login of "side" failed');
 			await pi.command("/mcc-status --refresh");
 			expect(pi.notifications().at(-1)).toContain("usage not refreshed");

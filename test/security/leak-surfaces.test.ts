@@ -14,6 +14,7 @@ import { setupAccounts } from "../helpers/accounts.ts";
 import { ok } from "../helpers/fake-anthropic-api.ts";
 import { requireSecretService } from "../helpers/keyring.ts";
 import type { RunResult } from "../helpers/migration-cli.ts";
+import { migrateRunner, migrateScript, removeMigrateBuild } from "../helpers/migration-cli.ts";
 import { legacyAccount, legacyText, tokensOf } from "../helpers/migration-sandbox.ts";
 import { lastLoginState, RpcPi } from "../helpers/rpc-pi.ts";
 import {
@@ -29,7 +30,6 @@ import {
 	scanWatched,
 	TreeWatcher,
 } from "./helpers/leak-scan.ts";
-import { migrateRunner, migrateScript, removeMigrateBuild } from "./helpers/migration-bin.ts";
 import { type SyscallTrace, startSyscallTrace, straceAvailable, type TraceReport } from "./helpers/syscall-trace.ts";
 import { Worker, warmUpWorkers } from "./helpers/workers.ts";
 import { createSecurityWorld, type SecurityWorld, sleep, until } from "./helpers/world.ts";
@@ -116,7 +116,7 @@ describe("process command lines and environments", () => {
 			await check("started");
 			const code = world.newCode();
 			pi.queueInput((_request, self) => `${code}#${lastLoginState(self)}`);
-			await pi.command("/mcc-login work");
+			await pi.command("/mcc-login work --browser");
 			expect(pi.notifications().at(-1)).toContain('Added account "work"');
 			await until(
 				async () => (await fs.readdir(browserDir)).some((name) => name.endsWith(".environ")),
@@ -140,7 +140,7 @@ describe("process command lines and environments", () => {
 			world.tokens.setExpiresIn(2);
 			const again = world.newCode();
 			pi.queueInput((_request, self) => `${again}#${lastLoginState(self)}`);
-			await pi.command("/mcc-login work");
+			await pi.command("/mcc-login work --browser");
 			world.tokens.setDelay(600);
 			await sleep(1_100);
 			const refreshing = pi.prompt("hello after expiry");

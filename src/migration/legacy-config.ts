@@ -1,3 +1,7 @@
+/**
+ * `pi-mcc-migrate [--file PATH]`: the original extension's plaintext config, converted to the new format, its
+ * tokens moved into the keychain, then the file rewritten without them.
+ */
 import { z } from "zod";
 import { CredentialFormatError, type StoredCredentials, serializeCredentials } from "../broker/credentials.ts";
 import {
@@ -7,11 +11,79 @@ import {
 	describeIssues,
 	labelProblem,
 } from "../config/schema.ts";
-import { findPlaintextSecrets } from "../config/stores.ts";
+import { findPlaintextSecrets, MIGRATE_COMMAND } from "../config/stores.ts";
+import { DEFAULT_LOCK_STALE_MS, withFileLock } from "../fs/file-lock.ts";
+import { readPrivateFile, writePrivateFileAtomic } from "../fs/private-file.ts";
 import { isWellFormedToken } from "../oauth/token-endpoint.ts";
-import { printable } from "../text.ts";
-import { checkNewConfig, UNCHANGED } from "./config-file.ts";
-import { MigrationError } from "./migration-error.ts";
+import { errorText, printable } from "../text.ts";
+import { checkNewConfig, readConfigSnapshot, serializeConfig } from "./config-file.ts";
+import { type AccountTokens, keychainStatus } from "./keychain-plan.ts";
+import { MigrationError, UNCHANGED } from "./support.ts";
+import { type MoveOptions, moveTokens, type PendingMove } from "./token-move.ts";
+
+/**
+ * Moves the tokens of an old-format config into the keychain, then rewrites the file without them (atomically,
+ * under the config's own lock, only once every token is in the keychain and read back). `fileGiven`: the person
+ * named the file (--file), so a missing one is an error, not "nothing to do".
+ */
+export function migrateConfigFile(file: string, fileGiven: boolean, options: MoveOptions): Promise<number> {
+	return moveTokens(
+		{
+			file,
+			withLock: (fn) => withFileLock(file, fn),
+			lockStaleMs: DEFAULT_LOCK_STALE_MS,
+			rewrites: [file],
+			steps: { locked: "locked", verified: "verified", written: "written" },
+			keepAdvice: "remove that account from the file and run again",
+			command: fileGiven ? `${MIGRATE_COMMAND} --file ${file}` : MIGRATE_COMMAND,
+			read: async () => {
+				const snapshot = await readConfigSnapshot(file);
+				if (snapshot.kind === "missing") {
+					if (fileGiven) throw new MigrationError(`${file} does not exist.`);
+					options.out.info(`There is no ${file}: nothing to migrate.`);
+					return { done: true, rotate: [] };
+				}
+				if (snapshot.kind === "current") {
+					options.out.info(
+						`${file} is already migrated (no tokens in it; they live in the keychain): nothing to do.`,
+					);
+					return { done: true, rotate: snapshot.config.accounts.map((account) => account.label) };
+				}
+				return fileMove(file, snapshot.text, convertLegacyConfig(snapshot.raw, file), options.keychain);
+			},
+		},
+		options,
+	);
+}
+
+function fileMove(file: string, originalText: string, conversion: LegacyConversion, keychain: string): PendingMove {
+	return {
+		accounts: conversion.accounts,
+		heading: `Migrating ${file} (old format, tokens in the file) into the ${keychain}:`,
+		after: [
+			`  then rewrite ${file} in the new format, without tokens (mode 0600)`,
+			...conversion.notes.map((note) => `  note: ${note}`),
+		],
+		preview: `The file would then read:\n${serializeConfig(conversion.config).trimEnd()}`,
+		untouched: `${file} was not changed.`,
+		commit: async (inKeychain) => {
+			try {
+				// Anything that edited the file without the lock since it was read would be lost by the rewrite.
+				if ((await readPrivateFile(file)) !== originalText) {
+					throw new MigrationError(`${file} was changed by something else while the migration ran.`);
+				}
+				await writePrivateFileAtomic(file, serializeConfig(conversion.config));
+			} catch (error) {
+				throw new MigrationError(
+					`${errorText(error)}\n${file} was not rewritten and still holds its tokens. ${keychainStatus(inKeychain)} ` +
+						`Fix the problem and run \`${MIGRATE_COMMAND}\` again to finish.`,
+				);
+			}
+			const count = conversion.accounts.length === 1 ? "1 account" : `${conversion.accounts.length} accounts`;
+			return [`Done: ${count} in the keychain; ${file} was rewritten without tokens (mode 0600).`];
+		},
+	};
+}
 
 /**
  * The original extension's file: `{ accounts: [{ label, accessToken, refreshToken, expiresAt, fallbackTo? }],
@@ -35,19 +107,12 @@ type LegacyAccountInput = z.infer<typeof legacyAccountSchema>;
 const ACCOUNT_FIELDS = new Set(["label", "accessToken", "refreshToken", "expiresAt", "fallbackTo"]);
 const FILE_FIELDS = new Set(["accounts", "activeLabel"]);
 
-export interface LegacyAccount {
-	label: string;
-	credentials: StoredCredentials;
-}
-
-export interface LegacyConversion {
-	accounts: LegacyAccount[];
+interface LegacyConversion {
+	accounts: AccountTokens[];
 	/** The file's new content: validated by the extension's own config parser, holds no secret. */
 	config: AccountsConfig;
 	/** Things dropped because they pointed at nothing (a fallback to an unknown account, …). */
 	notes: string[];
-	/** Every token read, so output can be scrubbed of them. */
-	secrets: string[];
 }
 
 /** Converts the old file; every problem is collected and reported at once, naming fields, never values. */
@@ -62,7 +127,7 @@ export function convertLegacyConfig(raw: Record<string, unknown>, file: string):
 	const notes: string[] = [];
 	const inputs = parsed.data.accounts;
 	const labels = collectLabels(inputs, problems);
-	const accounts: LegacyAccount[] = [];
+	const accounts: AccountTokens[] = [];
 	const entries: AccountEntry[] = [];
 	inputs.forEach((input, index) => {
 		const where = `accounts[${index}]`;
@@ -83,8 +148,7 @@ export function convertLegacyConfig(raw: Record<string, unknown>, file: string):
 		{ version: CONFIG_VERSION, ...(activeLabel ? { activeLabel } : {}), accounts: entries, ...extras },
 		file,
 	);
-	const secrets = accounts.flatMap((account) => [account.credentials.access, account.credentials.refresh]);
-	return { accounts, config, notes, secrets };
+	return { accounts, config, notes };
 }
 
 /** Valid labels; problems for invalid and duplicate ones (case-blind: Windows Credential Manager is). */
