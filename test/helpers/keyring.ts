@@ -1,24 +1,31 @@
 /**
- * Helpers for the real Secret Service the tests run against. `npm test` starts a private, throwaway D-Bus session
- * with its own gnome-keyring (test/run-with-keyring.sh); tests that lock the keychain or freeze its daemon start
- * an isolated one of their own (`startIsolatedKeyring`) so they never disturb test files running in parallel.
+ * Helpers for the real keychain the tests run against. On Linux `npm test` (test/run-tests.ts) starts a private,
+ * throwaway D-Bus session with its own gnome-keyring; tests that lock the keychain or freeze its daemon start an
+ * isolated one of their own (`startIsolatedKeyring`) so they never disturb test files running in parallel. On
+ * macOS and Windows the tests use the login keychain / Credential Manager under throwaway service names
+ * (`uniqueService`), which the runner deletes at the end of the run.
  *
  * Every helper takes the environment that names the bus (default: this process's), and the helpers that signal
  * or unlock a daemon refuse to act on anything but a daemon of a private test session owned by this user.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
+import { appendFileSync, promises as fs } from "node:fs";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { AsyncEntry, findCredentialsAsync } from "@napi-rs/keyring";
 
-/** The password run-with-keyring.sh gives the private keyring (and `startIsolatedKeyring` gives its own). */
+/** The password the runner gives the private keyring (and `startIsolatedKeyring` gives its own). */
 export const TEST_KEYRING_PASSWORD = "pi-mcc-test-keyring";
 export const DEFAULT_COLLECTION = "/org/freedesktop/secrets/collection/login";
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
+/** The service name of people's real items: no test ever uses it. */
+export const REAL_SERVICE = "pi-multi-claude-code";
+/** Where the runner lists every service name a test made, to delete their items at the end (macOS, Windows). */
+export const SERVICE_LEDGER = "keychain-services";
 
 type Env = NodeJS.ProcessEnv;
 
@@ -72,9 +79,33 @@ export function commandResult(child: ChildProcess, timeoutMs: number): Promise<C
 	});
 }
 
-/** A keychain service name of its own for one test file, so parallel files never see each other's items. */
+/**
+ * A keychain service name of its own for one test file, so parallel files never see each other's items. It starts
+ * with the run's prefix and goes into the run's ledger, so the runner can delete everything the run stored.
+ */
 export function uniqueService(file: string): string {
-	return `pi-mcc-test-${file}-${randomBytes(4).toString("hex")}`;
+	const service = `${process.env.PI_MCC_TEST_SERVICE_PREFIX || "pi-mcc-test"}-${file}-${randomBytes(4).toString("hex")}`;
+	const runDir = process.env.PI_MCC_TEST_RUN_DIR;
+	if (runDir) appendFileSync(join(runDir, SERVICE_LEDGER), `${service}\n`);
+	return service;
+}
+
+/** Polls `check` until it returns a truthy value (bounded); for effects nobody awaits, like a footer repaint. */
+export async function waitFor<T>(
+	check: () => T | Promise<T>,
+	what: string,
+	timeoutMs = 5_000,
+	everyMs = 20,
+): Promise<NonNullable<T>> {
+	const deadline = Date.now() + timeoutMs;
+	for (;;) {
+		const last = await check();
+		if (last) return last as NonNullable<T>;
+		if (Date.now() > deadline) {
+			throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${String(last)})`);
+		}
+		await new Promise((resolve) => setTimeout(resolve, everyMs));
+	}
 }
 
 /**
@@ -90,13 +121,17 @@ export function once<T>(setup: () => Promise<T>): () => Promise<T> {
 	};
 }
 
-/** Throws (so the test fails, never skips) when no Secret Service owns its name on the session bus. */
+/**
+ * Throws (so the test fails, never skips) when no Secret Service owns its name on the session bus. On macOS and
+ * Windows the platform keychain is part of the system: nothing to check.
+ */
 export async function requireSecretService(env: Env = process.env): Promise<void> {
+	if (process.platform !== "linux") return;
 	const address = env.DBUS_SESSION_BUS_ADDRESS;
 	const hint =
-		"The keychain tests need a real Secret Service: run them with `npm test` (test/run-with-keyring.sh starts a " +
-		"private gnome-keyring), or install dbus, gnome-keyring and libsecret-tools.";
-	if (process.platform === "linux" && !address) throw new Error(`No D-Bus session bus is set. ${hint}`);
+		"The keychain tests need a real Secret Service: run them with `npm test` (it starts a private gnome-keyring), " +
+		"or install dbus, gnome-keyring and libsecret-tools.";
+	if (!address) throw new Error(`No D-Bus session bus is set. ${hint}`);
 	const result = await runCommand(
 		"dbus-send",
 		[
@@ -114,21 +149,31 @@ export async function requireSecretService(env: Env = process.env): Promise<void
 	}
 }
 
-/** The secret stored for (service, username=label) as secret-tool prints it, or null when there is no item. */
-export async function secretToolLookup(service: string, label: string, env: Env = process.env): Promise<string | null> {
+// ---- an independent view of the keychain: secret-tool on Linux (as a person would use it), elsewhere the
+// platform keychain through @napi-rs/keyring itself, from the test process rather than the code under test.
+
+function platformEntry(service: string, label: string): AsyncEntry {
+	if (service === REAL_SERVICE) throw new Error(`Refusing to touch the real keychain service "${REAL_SERVICE}"`);
+	return new AsyncEntry(service, label);
+}
+
+/** The secret stored for (service, label), or null when there is no item. */
+export async function readKeychainItem(service: string, label: string, env: Env = process.env): Promise<string | null> {
+	if (process.platform !== "linux") return platformEntry(service, label).getPassword();
 	const result = await runCommand("secret-tool", ["lookup", "service", service, "username", label], { env });
 	if (result.code === 0) return result.stdout;
 	if (result.stdout === "" && !/error|locked|cannot|failed/i.test(result.stderr)) return null;
 	throw new Error(`secret-tool lookup failed (exit ${result.code}): ${result.stderr.trim()}`);
 }
 
-/** Writes an item the way a person (or another program) would with secret-tool. */
-export async function secretToolStore(
+/** Writes an item the way a person (or another program) would. */
+export async function writeKeychainItem(
 	service: string,
 	label: string,
 	secret: string,
 	env: Env = process.env,
 ): Promise<void> {
+	if (process.platform !== "linux") return platformEntry(service, label).setPassword(secret);
 	const result = await runCommand(
 		"secret-tool",
 		["store", `--label=keyring:${label}@${service}`, "service", service, "username", label],
@@ -137,14 +182,34 @@ export async function secretToolStore(
 	if (result.code !== 0) throw new Error(`secret-tool store failed (exit ${result.code}): ${result.stderr.trim()}`);
 }
 
-/** Deletes the item as a person would: `secret-tool clear service <service> username <label>`. */
-export async function secretToolClear(service: string, label: string, env: Env = process.env): Promise<void> {
+/** Deletes the item as a person would (`secret-tool clear service <service> username <label>` on Linux). */
+export async function deleteKeychainItem(service: string, label: string, env: Env = process.env): Promise<void> {
+	if (process.platform !== "linux") {
+		await platformEntry(service, label).deleteCredential();
+		return;
+	}
 	const result = await runCommand("secret-tool", ["clear", "service", service, "username", label], { env });
 	// secret-tool clear exits 1 when nothing matched; anything on stderr is a real failure.
 	if (result.code !== 0 && result.stderr.trim() !== "") {
 		throw new Error(`secret-tool clear failed (exit ${result.code}): ${result.stderr.trim()}`);
 	}
 }
+
+/** Deletes every item of `service`; returns how many the platform keychain held (Linux: -1, not counted). */
+export async function clearKeychainService(service: string, env: Env = process.env): Promise<number> {
+	if (process.platform === "linux") {
+		await runCommand("secret-tool", ["clear", "service", service], { env });
+		return -1;
+	}
+	const found = await findCredentialsAsync(service);
+	for (const { account } of found) await platformEntry(service, account).deleteCredential();
+	return found.length;
+}
+
+/** The same helpers under the names the tests first had (they used secret-tool only). */
+export const secretToolLookup = readKeychainItem;
+export const secretToolStore = writeKeychainItem;
+export const secretToolClear = deleteKeychainItem;
 
 export interface SearchedItem {
 	/** The item's D-Bus path as secret-tool prints it in brackets. */
@@ -156,7 +221,7 @@ export interface SearchedItem {
 }
 
 /**
- * `secret-tool search --all service <service> [username <label>]`, parsed. secret-tool prints items on stdout
+ * Linux only: `secret-tool search --all service <service> [username <label>]`, parsed. secret-tool prints items on stdout
  * and their attributes on stderr, both in the same item order; attribute blocks are matched to items in order.
  */
 export async function secretToolSearch(
@@ -371,7 +436,7 @@ export async function startIsolatedKeyring(): Promise<IsolatedKeyring> {
 			stdio: ["ignore", "pipe", "ignore"],
 		});
 		children.push(bus);
-		const address = await firstLine(bus, 10_000);
+		const address = (await stdoutLines(bus)(10_000, "dbus-daemon's address")).trim();
 		const env: Env = { ...base, DBUS_SESSION_BUS_ADDRESS: address };
 		const daemon = spawn("gnome-keyring-daemon", ["--foreground", "--unlock", "--components=secrets"], {
 			env,
@@ -379,16 +444,12 @@ export async function startIsolatedKeyring(): Promise<IsolatedKeyring> {
 		});
 		children.push(daemon);
 		daemon.stdin?.end(TEST_KEYRING_PASSWORD);
-		const deadline = Date.now() + 10_000;
-		while (true) {
-			const owned = await requireSecretService(env).then(
+		const owned = () =>
+			requireSecretService(env).then(
 				() => true,
 				() => false,
 			);
-			if (owned) break;
-			if (Date.now() > deadline) throw new Error("The isolated gnome-keyring did not start within 10 s");
-			await new Promise((resolve) => setTimeout(resolve, 100));
-		}
+		await waitFor(owned, "the isolated gnome-keyring to take org.freedesktop.secrets", 10_000, 100);
 		const daemonPid = await secretServiceDaemonPid(env);
 		if (daemonPid !== daemon.pid) {
 			throw new Error(`org.freedesktop.secrets is owned by ${daemonPid}, not ${daemon.pid}`);
@@ -400,24 +461,16 @@ export async function startIsolatedKeyring(): Promise<IsolatedKeyring> {
 	}
 }
 
-function firstLine(child: ChildProcess, timeoutMs: number): Promise<string> {
-	return new Promise((resolve, reject) => {
-		if (!child.stdout) {
-			reject(new Error("no stdout"));
-			return;
-		}
-		const lines = createInterface({ input: child.stdout });
-		const timer = setTimeout(() => reject(new Error(`no output within ${timeoutMs} ms`)), timeoutMs);
-		lines.once("line", (line) => {
-			clearTimeout(timer);
-			lines.close();
-			resolve(line.trim());
-		});
-		child.once("exit", (code) => {
-			clearTimeout(timer);
-			reject(new Error(`exited (${code}) before printing`));
-		});
-	});
+/** Reads a child's stdout line by line, each read bounded (polled with waitFor); rejects once it has exited. */
+function stdoutLines(child: ChildProcess): (withinMs: number, what: string) => Promise<string> {
+	const lines: string[] = [];
+	let read = 0;
+	createInterface({ input: child.stdout! }).on("line", (line) => lines.push(line));
+	return async (withinMs, what) => {
+		await waitFor(() => lines.length > read || child.exitCode !== null, what, withinMs, 10);
+		if (lines.length <= read) throw new Error(`exited (${child.exitCode}) before ${what}`);
+		return lines[read++] ?? "";
+	};
 }
 
 export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
@@ -508,35 +561,15 @@ export async function startKeychainProbe(options: {
 	child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
 		stderr += chunk;
 	});
-	const lines = createInterface({ input: child.stdout! });
-	const waiting: Array<(line: string) => void> = [];
-	const buffered: string[] = [];
-	lines.on("line", (line) => {
-		const next = waiting.shift();
-		if (next) next(line);
-		else buffered.push(line);
-	});
+	const lines = stdoutLines(child);
 	const answerWithinMs = options.answerWithinMs ?? options.timeoutMs + 10_000;
-	const nextLine = (withinMs: number): Promise<string> => {
-		const ready = buffered.shift();
-		if (ready !== undefined) return Promise.resolve(ready);
-		return new Promise((resolve, reject) => {
-			const timer = setTimeout(() => {
-				const index = waiting.indexOf(deliver);
-				if (index >= 0) waiting.splice(index, 1);
-				reject(new Error(`The keychain probe gave no answer within ${withinMs} ms. Its stderr: ${stderr}`));
-			}, withinMs);
-			const deliver = (line: string): void => {
-				clearTimeout(timer);
-				resolve(line);
-			};
-			waiting.push(deliver);
+	const nextLine = (withinMs: number): Promise<string> =>
+		lines(withinMs, "the keychain probe's answer").catch((error: Error) => {
+			throw new Error(`${error.message}. Its stderr: ${stderr}`);
 		});
-	};
 	const close = async (): Promise<void> => {
 		child.stdin?.end();
 		if (!(await waitForExit(child, 5_000))) child.kill("SIGKILL");
-		lines.close();
 	};
 	try {
 		const hello = JSON.parse(await nextLine(20_000)) as { ready?: boolean };

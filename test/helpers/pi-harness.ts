@@ -1,30 +1,25 @@
 /**
  * Drives the real pi runtime (the SDK behind pi's interactive, print and RPC modes) with this extension loaded
- * from /work/main/index.ts, the way `pi -e ./index.ts` loads it: through pi's resource loader and jiti. The UI is
- * a recording stand-in: notifications and footer statuses are kept, dialogs are answered from queues.
+ * from index.ts, the way `pi -e ./index.ts` loads it: through pi's resource loader and jiti, on the line this
+ * test process drives (test/helpers/pi-line.ts: pi 0.73.1 or pi 1.x). The UI is a recording stand-in:
+ * notifications and footer statuses are kept, dialogs are answered from queues. Sessions live in pi's
+ * AgentSessionRuntime, as in pi's own modes, so a test can replace them (new, fork, switch, reload).
  *
- * Every session loads the extension afresh: pi's loader uses jiti with `moduleCache: false`, so the
- * extension's own modules (index.ts, src/**) are evaluated again per session and share no module state; only
- * node_modules packages (e.g. @napi-rs/keyring) and globalThis are shared within the process.
+ * Sessions of one process are not isolated from each other: 0.73 evaluates the extension again per session but
+ * sends every request to the streamSimple registered last, and 1.x shares one extension module (one runtime, one
+ * footer) per cwd. Prompt one session at a time, or give concurrent sessions different cwds and env keys.
  */
-import { execFile } from "node:child_process";
 import { promises as fs, mkdtempSync, realpathSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { join } from "node:path";
 import type { AssistantMessage } from "@mariozechner/pi-ai";
-import {
-	type AgentSession,
-	AuthStorage,
-	createAgentSessionFromServices,
-	createAgentSessionServices,
-	type ExtensionError,
-	type ExtensionUIContext,
-	type ExtensionUIDialogOptions,
-	RpcClient,
-	SessionManager,
-	SettingsManager,
-	type Theme,
+import type {
+	AgentSession,
+	AgentSessionRuntime,
+	ExtensionError,
+	ExtensionUIContext,
+	ExtensionUIDialogOptions,
+	Theme,
 } from "@mariozechner/pi-coding-agent";
 import { type FakeAnthropicApi, startFakeAnthropicApi } from "./fake-anthropic-api.ts";
 import {
@@ -32,12 +27,14 @@ import {
 	type FakeTokenEndpointOptions,
 	startFakeTokenEndpoint,
 } from "./fake-token-endpoint.ts";
+import { clearKeychainService, deleteKeychainItem, readKeychainItem, uniqueService, waitFor } from "./keyring.ts";
+import { DEFAULT_MODEL_ID, EXTENSION_PATH, PROVIDER, piLine, piSdk, STATUS_KEY } from "./pi-line.ts";
 
-export const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
-export const EXTENSION_PATH = join(REPO_ROOT, "index.ts");
-export const PROVIDER = "multi-claude-code";
-export const STATUS_KEY = "multi-claude-code";
-export const DEFAULT_MODEL_ID = "claude-sonnet-4-5";
+export { DEFAULT_MODEL_ID, EXTENSION_PATH, PROVIDER, REPO_ROOT, STATUS_KEY } from "./pi-line.ts";
+/** The line's pi CLI, for tests that run it with process.execPath (piCommand also picks the node and notes it). */
+export const PI_CLI = piLine().cliPath;
+export { startPiProcess } from "./rpc-pi.ts";
+export { waitFor };
 
 // ---- isolated environment -----------------------------------------------------------------------------------
 
@@ -76,8 +73,7 @@ export function createTestEnv(options: TestEnvOptions = {}): TestEnv {
 	const agentDir = join(home, ".pi", "agent");
 	const cwd = join(root, "project");
 	const sessionDir = join(root, "sessions");
-	const unique = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-	const keychainService = `pi-mcc-e2e-${unique}`;
+	const keychainService = uniqueService("e2e");
 	const saved = new Map<string, string | undefined>();
 	const set = (vars: Record<string, string | undefined>) => {
 		for (const [name, value] of Object.entries(vars)) {
@@ -94,6 +90,7 @@ export function createTestEnv(options: TestEnvOptions = {}): TestEnv {
 		PI_MCC_CALLBACK_PORT: "0",
 		PI_OFFLINE: "1",
 		PI_SKIP_VERSION_CHECK: "1",
+		PI_TELEMETRY: "0",
 		// Real credentials from the developer's shell must never reach a test.
 		ANTHROPIC_API_KEY: undefined,
 		ANTHROPIC_OAUTH_TOKEN: undefined,
@@ -128,38 +125,16 @@ export async function prepareDirs(env: TestEnv): Promise<void> {
 	}
 }
 
-// ---- keychain (secret-tool, the same Secret Service the extension uses) ---------------------------------------
-
-interface RunResult {
-	code: number;
-	stdout: string;
-	stderr: string;
-}
-
-function run(cmd: string, args: string[], timeoutMs = 10_000): Promise<RunResult> {
-	return new Promise((resolvePromise) => {
-		execFile(cmd, args, { timeout: timeoutMs, encoding: "utf8" }, (error, stdout, stderr) => {
-			const exitCode = (error as { code?: unknown } | null)?.code;
-			const code = error ? (typeof exitCode === "number" ? exitCode : 1) : 0;
-			resolvePromise({ code, stdout, stderr });
-		});
-	});
-}
+// ---- keychain: the independent view of test/helpers/keyring.ts, under the names the e2e tests use ----------
 
 /** The secret stored for `label`, or undefined when there is none. */
 export async function keychainLookup(service: string, label: string): Promise<string | undefined> {
-	const result = await run("secret-tool", ["lookup", "service", service, "username", label]);
-	return result.code === 0 && result.stdout.length > 0 ? result.stdout : undefined;
+	return (await readKeychainItem(service, label)) ?? undefined;
 }
 
 /** Deletes the item of `label`, as a user would in the keychain UI. */
-export async function keychainDelete(service: string, label: string): Promise<void> {
-	await run("secret-tool", ["clear", "service", service, "username", label]);
-}
-
-export async function clearKeychainService(service: string): Promise<void> {
-	await run("secret-tool", ["clear", "service", service]);
-}
+export const keychainDelete = (service: string, label: string): Promise<void> => deleteKeychainItem(service, label);
+export { clearKeychainService };
 
 // ---- recording UI -------------------------------------------------------------------------------------------
 
@@ -328,7 +303,9 @@ export interface PiSessionOptions {
 }
 
 export interface PiSession {
-	session: AgentSession;
+	/** The current session (a new object after each replacement). */
+	readonly session: AgentSession;
+	runtime: AgentSessionRuntime;
 	ui: RecordingUi;
 	/** Errors pi reported from extension handlers (a throwing command, event handler or shortcut). */
 	extensionErrors: ExtensionError[];
@@ -346,6 +323,14 @@ export interface PiSession {
 	footerHistory(): Array<string | undefined>;
 	/** Registered command names. */
 	commands(): string[];
+	/** Replaces the session with a new, empty one (`/new`). */
+	newSession(): Promise<{ cancelled: boolean }>;
+	/** Forks the session at `entryId` (a user message's entry), as `/fork` does. */
+	fork(entryId: string): Promise<{ cancelled: boolean }>;
+	/** Replaces the session with the one saved in `sessionFile` (`/resume`). */
+	switchSession(sessionFile: string): Promise<{ cancelled: boolean }>;
+	/** Reloads extensions, settings and resources (`/reload`). */
+	reload(): Promise<void>;
 	/** Emits session_shutdown (as pi does on quit) and disposes the session. */
 	dispose(): Promise<void>;
 }
@@ -370,17 +355,6 @@ export async function withTimeout<T>(
 	}
 }
 
-interface KeybindingsModule {
-	KeybindingsManager: { create(agentDir?: string): { getEffectiveConfig(): Record<string, unknown> } };
-}
-
-/** pi's own keybindings resolution (not exported from the package index, so loaded from its dist file). */
-async function loadKeybindings(agentDir: string): Promise<Record<string, unknown>> {
-	const file = join(REPO_ROOT, "node_modules", "@mariozechner", "pi-coding-agent", "dist", "core", "keybindings.js");
-	const module = (await import(pathToFileURL(file).href)) as KeybindingsModule;
-	return module.KeybindingsManager.create(agentDir).getEffectiveConfig();
-}
-
 function textOf(message: AssistantMessage): string {
 	return message.content
 		.filter((block): block is Extract<AssistantMessage["content"][number], { type: "text" }> => block.type === "text")
@@ -388,45 +362,76 @@ function textOf(message: AssistantMessage): string {
 		.join("");
 }
 
-/** Starts a pi session with the extension loaded, bound to a recording UI (as interactive mode binds its own). */
+/**
+ * Starts a pi session with the extension loaded, bound to a recording UI (as interactive mode binds its own). Every
+ * session of the runtime (after a replacement too) gets fresh services, as pi's CLI builds them, and the same UI.
+ */
 export async function startPiSession(options: PiSessionOptions): Promise<PiSession> {
 	const { env } = options;
 	const timeoutMs = options.timeoutMs ?? 20_000;
 	await prepareDirs(env);
-	const services = await createAgentSessionServices({
-		cwd: env.cwd,
-		agentDir: env.agentDir,
-		authStorage: AuthStorage.inMemory(),
-		settingsManager: SettingsManager.inMemory({ retry: { enabled: false }, compaction: { enabled: false } }),
-		resourceLoaderOptions: {
-			additionalExtensionPaths: [EXTENSION_PATH],
-			noSkills: true,
-			noPromptTemplates: true,
-			noThemes: true,
-			noContextFiles: true,
-		},
-	});
-	const loadErrors = services.resourceLoader.getExtensions().errors;
-	const serviceErrors = services.diagnostics.filter((d) => d.type === "error");
-	if (loadErrors.length > 0 || serviceErrors.length > 0) {
-		const problems = [...loadErrors.map((e) => `${e.path}: ${e.error}`), ...serviceErrors.map((d) => d.message)];
-		throw new Error(`pi could not load the extension: ${problems.join("; ")}`);
-	}
+	const sdk = await piSdk();
+	const { pi } = sdk;
 	const modelId = options.modelId ?? DEFAULT_MODEL_ID;
-	const model = services.modelRegistry.find(PROVIDER, modelId);
-	if (!model) throw new Error(`pi's model registry has no ${PROVIDER}/${modelId}: the provider was not registered`);
+	const createRuntime: Parameters<typeof pi.createAgentSessionRuntime>[0] = async (target) => {
+		const services = await sdk.createServices({
+			cwd: target.cwd,
+			agentDir: target.agentDir,
+			settingsManager: pi.SettingsManager.inMemory({ retry: { enabled: false }, compaction: { enabled: false } }),
+			resourceLoaderOptions: {
+				additionalExtensionPaths: [EXTENSION_PATH],
+				noSkills: true,
+				noPromptTemplates: true,
+				noThemes: true,
+				noContextFiles: true,
+			},
+		});
+		const loadErrors = services.resourceLoader.getExtensions().errors;
+		const serviceErrors = services.diagnostics.filter((d) => d.type === "error");
+		if (loadErrors.length > 0 || serviceErrors.length > 0) {
+			const problems = [...loadErrors.map((e) => `${e.path}: ${e.error}`), ...serviceErrors.map((d) => d.message)];
+			throw new Error(`pi could not load the extension: ${problems.join("; ")}`);
+		}
+		const model = sdk.findModel(services, PROVIDER, modelId);
+		if (!model) throw new Error(`pi's model registry has no ${PROVIDER}/${modelId}: the provider was not registered`);
+		const created = await pi.createAgentSessionFromServices({
+			services,
+			sessionManager: target.sessionManager,
+			sessionStartEvent: target.sessionStartEvent,
+			model,
+			thinkingLevel: "off",
+		});
+		return { ...created, services, diagnostics: services.diagnostics };
+	};
 	const sessionManager =
 		options.sessionStorage === "memory"
-			? SessionManager.inMemory(env.cwd)
-			: SessionManager.create(env.cwd, env.sessionDir);
-	const { session } = await createAgentSessionFromServices({ services, sessionManager, model, thinkingLevel: "off" });
+			? pi.SessionManager.inMemory(env.cwd)
+			: pi.SessionManager.create(env.cwd, env.sessionDir);
+	const runtime = await pi.createAgentSessionRuntime(createRuntime, {
+		cwd: env.cwd,
+		agentDir: env.agentDir,
+		sessionManager,
+	});
 	const ui = createRecordingUi();
 	const extensionErrors: ExtensionError[] = [];
-	await withTimeout(
-		session.bindExtensions({ uiContext: ui.context, onError: (error) => extensionErrors.push(error) }),
-		timeoutMs,
-		"binding the extension (session_start)",
-	);
+	// As pi's modes do: every session is bound once, here (a replacement rebinds through setRebindSession, which
+	// emits its session_start); extension commands reach the runtime through the command context's actions.
+	const bind = (session: AgentSession) =>
+		session.bindExtensions({
+			...sdk.bindMode,
+			uiContext: ui.context,
+			onError: (error) => extensionErrors.push(error),
+			commandContextActions: {
+				waitForIdle: () => session.agent.waitForIdle(),
+				newSession: (replacement) => runtime.newSession(replacement),
+				fork: (entryId, forkOptions) => runtime.fork(entryId, forkOptions),
+				navigateTree: (targetId, treeOptions) => session.navigateTree(targetId, treeOptions),
+				switchSession: (file, switchOptions) => runtime.switchSession(file, switchOptions),
+				reload: () => session.reload(),
+			},
+		});
+	runtime.setRebindSession(bind);
+	await withTimeout(bind(runtime.session), timeoutMs, "binding the extension (session_start)");
 	// The extension paints its footer from session_start without pi awaiting it; wait for that first paint so a
 	// late start-up refresh cannot overwrite what a test's first request puts there.
 	if (options.waitForFooter ?? true) {
@@ -437,14 +442,19 @@ export async function startPiSession(options: PiSessionOptions): Promise<PiSessi
 		);
 	}
 	let disposed = false;
-	const runner = () => session.extensionRunner;
+	const runner = () => runtime.session.extensionRunner;
+	const bounded = <T>(what: string, promise: Promise<T>) => withTimeout(promise, timeoutMs, what);
 
 	const harness: PiSession = {
-		session,
+		get session() {
+			return runtime.session;
+		},
+		runtime,
 		ui,
 		extensionErrors,
 		async prompt(text) {
 			if (text.startsWith("/")) throw new Error("prompt() is for user prompts; use runCommand() for commands");
+			const { session } = runtime;
 			const before = session.messages.length;
 			await withTimeout(session.prompt(text), timeoutMs, `prompt "${text}"`, () => void session.abort());
 			const added = session.messages.slice(before);
@@ -464,14 +474,15 @@ export async function startPiSession(options: PiSessionOptions): Promise<PiSessi
 					`no extension command /${name} is registered (registered: ${harness.commands().join(", ")})`,
 				);
 			}
+			const { session } = runtime;
 			const before = session.messages.length;
-			await withTimeout(session.prompt(line), timeoutMs, `command ${line}`);
+			await bounded(`command ${line}`, session.prompt(line));
 			if (session.messages.length !== before && session.messages.slice(before).some((m) => m.role === "user")) {
 				throw new Error(`${line} was sent to the model as a prompt instead of running as a command`);
 			}
 		},
 		async pressShortcut(key) {
-			const shortcuts = runner().getShortcuts((await loadKeybindings(env.agentDir)) as never);
+			const shortcuts = runner().getShortcuts(sdk.keybindings(env.agentDir) as never);
 			const shortcut = shortcuts.get(key.toLowerCase() as never);
 			if (!shortcut) {
 				throw new Error(
@@ -480,7 +491,7 @@ export async function startPiSession(options: PiSessionOptions): Promise<PiSessi
 			}
 			// Interactive mode runs the handler with an ExtensionContext built on its UI; the runner's context is
 			// that same context over the bound UI.
-			await withTimeout(Promise.resolve(shortcut.handler(runner().createContext())), timeoutMs, `shortcut ${key}`);
+			await bounded(`shortcut ${key}`, Promise.resolve(shortcut.handler(runner().createContext())));
 		},
 		shortcutDiagnostics: () =>
 			runner()
@@ -492,21 +503,16 @@ export async function startPiSession(options: PiSessionOptions): Promise<PiSessi
 			runner()
 				.getRegisteredCommands()
 				.map((c) => c.name),
+		newSession: () => bounded("a new session", runtime.newSession()),
+		fork: (entryId) => bounded(`a fork at ${entryId}`, runtime.fork(entryId)),
+		switchSession: (file) => bounded(`a switch to ${file}`, runtime.switchSession(file)),
+		reload: () => bounded("a reload", runtime.session.reload()),
 		async dispose() {
 			if (disposed) return;
 			disposed = true;
-			try {
-				if (session.isStreaming) await withTimeout(session.abort(), 5_000, "abort");
-				if (runner().hasHandlers("session_shutdown")) {
-					await withTimeout(
-						runner().emit({ type: "session_shutdown", reason: "quit" }),
-						5_000,
-						"session_shutdown",
-					);
-				}
-			} finally {
-				session.dispose();
-			}
+			if (runtime.session.isStreaming) await withTimeout(runtime.session.abort(), 5_000, "abort").catch(() => {});
+			// session_shutdown (reason "quit"), then the session is disposed.
+			await withTimeout(runtime.dispose(), 5_000, "session_shutdown");
 		},
 	};
 	return harness;
@@ -530,24 +536,6 @@ export async function sessionFiles(env: TestEnv): Promise<string[]> {
 	};
 	await walk(env.sessionDir);
 	return found;
-}
-
-/** Polls `check` until it returns a truthy value (bounded); for effects pi does not await, like the footer. */
-export async function waitFor<T>(
-	check: () => T | Promise<T>,
-	what: string,
-	timeoutMs = 5_000,
-): Promise<NonNullable<T>> {
-	const deadline = Date.now() + timeoutMs;
-	let last: T | undefined;
-	for (;;) {
-		last = await check();
-		if (last) return last as NonNullable<T>;
-		if (Date.now() > deadline) {
-			throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${String(last)})`);
-		}
-		await new Promise((resolvePromise) => setTimeout(resolvePromise, 20));
-	}
 }
 
 // ---- one test file's world ----------------------------------------------------------------------------------
@@ -589,61 +577,5 @@ export async function createE2eWorld(tokenOptions: FakeTokenEndpointOptions = {}
 			await api.close();
 			await tokens.close();
 		},
-	};
-}
-
-// ---- a separate pi process (RPC mode) ----------------------------------------------------------------------
-
-export const PI_CLI = join(REPO_ROOT, "node_modules", "@mariozechner", "pi-coding-agent", "dist", "cli.js");
-
-export interface PiProcess {
-	client: RpcClient;
-	/** notify / setStatus requests the extension sent to the RPC client, in order. */
-	uiRequests: Array<{ method: string; [field: string]: unknown }>;
-	prompt(text: string): Promise<PromptResult>;
-	stop(): Promise<void>;
-}
-
-/**
- * `pi --mode rpc -e index.ts` as its own process, in the same environment (agent dir, keychain service, fake
- * endpoints): for what must hold across processes, not only across sessions of one process.
- */
-export async function startPiProcess(env: TestEnv, options: { timeoutMs?: number } = {}): Promise<PiProcess> {
-	const timeoutMs = options.timeoutMs ?? 30_000;
-	await prepareDirs(env);
-	// pi's own retry would re-send failed requests; the extension's fallback is what is under test.
-	const settingsFile = join(env.agentDir, "settings.json");
-	await fs.writeFile(settingsFile, JSON.stringify({ retry: { enabled: false }, compaction: { enabled: false } }));
-	const client = new RpcClient({
-		cliPath: PI_CLI,
-		cwd: env.cwd,
-		provider: PROVIDER,
-		model: DEFAULT_MODEL_ID,
-		args: ["-e", EXTENSION_PATH, "--session-dir", env.sessionDir, "-ne", "-ns", "-np", "--no-themes", "-nc"],
-		env: Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined)),
-	});
-	const uiRequests: PiProcess["uiRequests"] = [];
-	client.onEvent((event) => {
-		const data = event as unknown as { type: string; method?: string };
-		if (data.type === "extension_ui_request" && typeof data.method === "string") {
-			uiRequests.push(data as { method: string });
-		}
-	});
-	await withTimeout(client.start(), timeoutMs, "starting pi in RPC mode");
-	return {
-		client,
-		uiRequests,
-		async prompt(text) {
-			await withTimeout(client.promptAndWait(text, undefined, timeoutMs), timeoutMs + 1_000, `RPC prompt "${text}"`);
-			const messages = await withTimeout(client.getMessages(), timeoutMs, "RPC get_messages");
-			const message = [...messages].reverse().find((m): m is AssistantMessage => m.role === "assistant");
-			return {
-				text: message ? textOf(message) : "",
-				stopReason: message?.stopReason,
-				errorMessage: message?.errorMessage,
-				message,
-			};
-		},
-		stop: () => client.stop(),
 	};
 }

@@ -29,6 +29,7 @@ import {
 import { migrateRunner, removeMigrateBuild, runInProcess } from "../helpers/migration-cli.ts";
 import { legacyAccount, legacyText, tokensOf } from "../helpers/migration-sandbox.ts";
 import { keychainLookup } from "../helpers/pi-harness.ts";
+import { RpcPi } from "../helpers/rpc-pi.ts";
 import {
 	ageLocks,
 	leftoverLocks,
@@ -39,7 +40,6 @@ import {
 } from "./helpers/fault-tools.ts";
 import { describeHits, scanText, scanTree } from "./helpers/leak-scan.ts";
 import { createPrng, seedFromEnv } from "./helpers/prng.ts";
-import { RpcPi } from "./helpers/rpc-pi.ts";
 import { Worker, type WorkerLine, warmUpWorkers } from "./helpers/workers.ts";
 import { createSecurityWorld, type SecurityWorld, sleep, until } from "./helpers/world.ts";
 

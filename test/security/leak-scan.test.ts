@@ -13,6 +13,7 @@ import { ok, rateLimited } from "../helpers/fake-anthropic-api.ts";
 import { requireSecretService } from "../helpers/keyring.ts";
 import { migrateRunner, removeMigrateBuild } from "../helpers/migration-cli.ts";
 import { keychainLookup, sessionFiles } from "../helpers/pi-harness.ts";
+import { lastLoginState, RpcPi } from "../helpers/rpc-pi.ts";
 import {
 	describeHits,
 	type Hit,
@@ -22,7 +23,6 @@ import {
 	scanTree,
 	splitCanary,
 } from "./helpers/leak-scan.ts";
-import { lastLoginState, RpcPi } from "./helpers/rpc-pi.ts";
 import { createSecurityWorld, type SecurityWorld, sleep } from "./helpers/world.ts";
 
 let world: SecurityWorld;

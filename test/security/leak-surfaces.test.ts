@@ -16,6 +16,7 @@ import { requireSecretService } from "../helpers/keyring.ts";
 import type { RunResult } from "../helpers/migration-cli.ts";
 import { migrateRunner, migrateScript, removeMigrateBuild } from "../helpers/migration-cli.ts";
 import { legacyAccount, legacyText, tokensOf } from "../helpers/migration-sandbox.ts";
+import { lastLoginState, RpcPi } from "../helpers/rpc-pi.ts";
 import {
 	descendants,
 	describeHits,
@@ -29,7 +30,6 @@ import {
 	scanWatched,
 	TreeWatcher,
 } from "./helpers/leak-scan.ts";
-import { lastLoginState, RpcPi } from "./helpers/rpc-pi.ts";
 import { type SyscallTrace, startSyscallTrace, straceAvailable, type TraceReport } from "./helpers/syscall-trace.ts";
 import { Worker, warmUpWorkers } from "./helpers/workers.ts";
 import { createSecurityWorld, type SecurityWorld, sleep, until } from "./helpers/world.ts";
