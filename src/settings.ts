@@ -100,15 +100,13 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 	};
 }
 
-/** What makes two settings need different runtimes (agent dir, keychain service, endpoints). */
+/**
+ * What makes two environments need different runtimes: every setting. pi 1.x keeps one evaluation of the
+ * extension per working directory, so a runtime outlives the session that built it; one built from other
+ * settings (another agent dir, callback port, timeout) must not be reused.
+ */
 export function settingsKey(env: NodeJS.ProcessEnv = process.env): string {
-	return [
-		env.PI_CODING_AGENT_DIR,
-		env.HOME,
-		env.PI_MCC_KEYCHAIN_SERVICE,
-		env.PI_MCC_TOKEN_URL,
-		env.PI_MCC_ANTHROPIC_BASE_URL,
-	].join("\u0000");
+	return JSON.stringify(readSettings(env));
 }
 
 /**
