@@ -68,6 +68,8 @@ export async function failover(ctx: BenchContext): Promise<FailoverResult> {
 			// The same preparation before every kind: the 429 of the last failover left the origin cooling down.
 			await env.quiesce();
 			await env.writeConfig(accounts, kind === "direct" ? SECOND : ORIGIN);
+			if (kind !== "raw429") await ctx.mcc.useAccount(kind === "direct" ? SECOND : ORIGIN);
+			await env.quiesce();
 			await env.resetState();
 			await settle();
 			const before = api.requests.length;

@@ -39,6 +39,8 @@ export async function useBenchAccount(ctx: BenchContext, delayMs = 0): Promise<v
 	ctx.api.script(ctx.benchToken, ok(REPLY_TEXT, { delayMs }));
 	ctx.api.script(ctx.anthropicToken, ok(REPLY_TEXT, { delayMs }));
 	await ctx.env.writeConfig([{ label: BENCH_LABEL, fallbackTo: [] }], BENCH_LABEL);
+	await ctx.mcc.useAccount(BENCH_LABEL);
+	await ctx.env.quiesce();
 	await ctx.env.resetState();
 }
 

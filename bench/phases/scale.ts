@@ -41,6 +41,8 @@ export async function scale(ctx: BenchContext): Promise<ScalePoint[]> {
 			fallbackTo: Array.from({ length: chainLength }, (_, k) => label((i + 1 + k) % size)),
 		}));
 		await env.writeConfig(accounts, label(0));
+		await ctx.mcc.useAccount(label(0));
+		await env.quiesce();
 		await env.resetState();
 		const samples = await runInterleaved([ctx.mcc, ctx.anthropic], {
 			warmup: ctx.budget.n(20, 5),

@@ -27,6 +27,14 @@ export type PiLineName = "0.73" | "1.x";
 type PiSdk = typeof Pi073;
 type ServicesOptions = Omit<Pi073.CreateAgentSessionServicesOptions, "authStorage">;
 
+/** What the in-memory credentials of createServices hold, and whether 1.x reads models.json (0.73 always does). */
+export interface ServicesCredentials {
+	/** Runtime API keys by provider (pi's `--api-key`), e.g. a token for the built-in anthropic provider. */
+	apiKeys?: Record<string, string>;
+	/** pi 1.x: read `<agentDir>/models.json` (and keep models-store.json beside it) instead of no models file. */
+	modelsJson?: boolean;
+}
+
 export interface PiLine {
 	name: PiLineName;
 	/** The installed pi-coding-agent's version (0.73.1, 1.6.0, …). */
@@ -109,7 +117,7 @@ export interface LineSdk {
 	 * createAgentSessionServices with credentials kept in memory: `AuthStorage.inMemory()` on 0.73, a
 	 * `ModelRuntime` over an `InMemoryCredentialStore` on 1.x (which has no AuthStorage; no models.json is written).
 	 */
-	createServices(options: ServicesOptions): Promise<Pi073.AgentSessionServices>;
+	createServices(options: ServicesOptions, credentials?: ServicesCredentials): Promise<Pi073.AgentSessionServices>;
 	/** A registered model: `modelRegistry.find` on 0.73, `modelRuntime.getModel` on 1.x. */
 	findModel(services: Pi073.AgentSessionServices, provider: string, id: string): Model<Api> | undefined;
 	/** Extra bindExtensions fields: 1.x's `mode` (so ctx.mode and ctx.hasUI look like an RPC host); 0.73 has none. */
@@ -130,8 +138,13 @@ async function loadSdk(): Promise<LineSdk> {
 	if (line.name === "0.73") {
 		return {
 			pi,
-			createServices: (options) =>
-				pi.createAgentSessionServices({ ...options, authStorage: pi.AuthStorage.inMemory() }),
+			createServices(options, credentials = {}) {
+				const authStorage = pi.AuthStorage.inMemory();
+				for (const [provider, key] of Object.entries(credentials.apiKeys ?? {})) {
+					authStorage.setRuntimeApiKey(provider, key);
+				}
+				return pi.createAgentSessionServices({ ...options, authStorage });
+			},
 			findModel: (services, provider, id) => services.modelRegistry.find(provider, id),
 			bindMode: {},
 			keybindings,
@@ -140,14 +153,19 @@ async function loadSdk(): Promise<LineSdk> {
 	const ai = (await load(join(PI_1X_PREFIX, "node_modules", "@earendil-works", "pi-ai", "dist", "index.js"))) as {
 		InMemoryCredentialStore: new () => unknown;
 	};
-	const { ModelRuntime } = pi as unknown as { ModelRuntime: { create(options: object): Promise<unknown> } };
+	type Runtime1x = { setRuntimeApiKey(provider: string, key: string): Promise<void> };
+	const { ModelRuntime } = pi as unknown as { ModelRuntime: { create(options: object): Promise<Runtime1x> } };
 	type WithRuntime = { modelRuntime: { getModel(provider: string, id: string): Model<Api> | undefined } };
 	return {
 		pi,
-		async createServices(options) {
+		async createServices(options, extra = {}) {
 			// PI_OFFLINE (createTestEnv) keeps ModelRuntime from asking pi.dev for a newer model catalog.
 			const credentials = new ai.InMemoryCredentialStore();
-			const modelRuntime = await ModelRuntime.create({ credentials, modelsPath: null });
+			const modelsPath = extra.modelsJson && options.agentDir ? join(options.agentDir, "models.json") : null;
+			const modelRuntime = await ModelRuntime.create({ credentials, modelsPath });
+			for (const [provider, key] of Object.entries(extra.apiKeys ?? {})) {
+				await modelRuntime.setRuntimeApiKey(provider, key);
+			}
 			return pi.createAgentSessionServices({ ...options, modelRuntime } as ServicesOptions);
 		},
 		findModel: (services, provider, id) => (services as unknown as WithRuntime).modelRuntime.getModel(provider, id),
