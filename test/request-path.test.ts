@@ -3,7 +3,7 @@
  * store and the scripted token endpoint, real config and state files in a temp dir, and a scripted delegate in
  * place of pi-ai's Anthropic streaming. The same behaviour is tested end to end in test/e2e/fallback.test.ts.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -426,5 +426,26 @@ describe("the token read started at the turn's start", () => {
 		const result = await world.request();
 		expect(result.error).toContain('Account "work" has no item');
 		expect(world.api.calls).toHaveLength(0);
+	});
+});
+
+describe("a broken shared state file", () => {
+	test("left empty (a power cut after an unflushed write) does not block a request, and its 429's cooldown replaces it", async () => {
+		await world.accounts({ work: ["home"], home: [] });
+		world.session.choose("work", "chosen");
+		writeFileSync(world.core.paths.stateFile, "", { mode: 0o600 });
+		refuse("work", 429, { "retry-after": "120" });
+		expect((await world.request()).text).toBe("answer from home");
+		expect(await cooldownOf("work")).toBe(START + 120_000);
+	});
+
+	test("that cannot be parsed does not block a request, and stays untouched", async () => {
+		await world.accounts({ work: ["home"], home: [] });
+		world.session.choose("work", "chosen");
+		const torn = '{"version":1,"cooldowns":{"wo';
+		writeFileSync(world.core.paths.stateFile, torn, { mode: 0o600 });
+		refuse("work", 429, { "retry-after": "120" });
+		expect((await world.request()).text).toBe("answer from home");
+		expect(readFileSync(world.core.paths.stateFile, "utf8")).toBe(torn);
 	});
 });

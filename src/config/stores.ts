@@ -88,8 +88,13 @@ export function parseSharedState(raw: unknown, file: string): SharedState {
 	return withLabelMaps(result.data);
 }
 
+/**
+ * The state file holds nothing secret and nothing whose loss costs more than a repeated 429 or refresh attempt, so
+ * its writes are not flushed to the disk (an fsync costs about as much as the rest of the write): after a power
+ * cut it may be empty, which reads as no state, and the next write replaces it.
+ */
 export function createStateStore(file: string): JsonFileStore<SharedState> {
-	return new JsonFileStore({ file, parse: parseSharedState, empty: emptyState });
+	return new JsonFileStore({ file, parse: parseSharedState, empty: emptyState, durable: false });
 }
 
 export interface JsonFileStoreOptions<T> {
@@ -98,6 +103,11 @@ export interface JsonFileStoreOptions<T> {
 	parse: (raw: unknown, file: string) => T;
 	/** What a missing file means. */
 	empty: () => T;
+	/**
+	 * Flush writes to the disk before they replace the file (default true). A store that does not also reads an
+	 * empty file (what a power cut can leave of an unflushed write) as `empty()`, and replaces it at the next write.
+	 */
+	durable?: boolean;
 }
 
 export type Change<T, R> = (current: T) => { next?: T; result: R } | Promise<{ next?: T; result: R }>;
@@ -118,7 +128,8 @@ export class JsonFileStore<T> {
 
 	/**
 	 * The current content, read-only (deeply frozen: change it through `update`). An unchanged file (same inode,
-	 * size and times) is neither read nor parsed again, and not copied: this runs on every request.
+	 * size and times) is neither read nor parsed again, and not copied: this runs on every request. What this store
+	 * wrote itself counts as read, so the request after a write does not read it back either.
 	 */
 	async read(): Promise<Readonly<T>> {
 		return asConfigError(this.readUnchecked());
@@ -147,14 +158,19 @@ export class JsonFileStore<T> {
 			if (next !== undefined) {
 				// Validate what is about to be written with the same rules as what is read.
 				const checked = this.options.parse(JSON.parse(JSON.stringify(next)), this.file);
-				await writePrivateFileAtomic(this.file, `${JSON.stringify(checked, null, "\t")}\n`);
 				this.cached = undefined;
+				const written = await writePrivateFileAtomic(this.file, `${JSON.stringify(checked, null, "\t")}\n`, {
+					durable: this.options.durable ?? true,
+				});
+				if (written) this.cached = { version: written.version, value: deepFreeze(checked) };
 			}
 			return result;
 		});
 	}
 
 	private parseText(text: string): T {
+		// All that a power cut can leave of an unflushed write: no state, not a broken file.
+		if (this.options.durable === false && text.trim() === "") return this.options.empty();
 		let raw: unknown;
 		let protoKey = false;
 		try {

@@ -143,23 +143,40 @@ function tempNameFor(file: string): string {
 	return `.${basename(file)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
 }
 
+export interface WriteOptions {
+	/**
+	 * Flush the content to the disk before the rename (default true), so that after a power cut the file holds
+	 * either the old content or the new one. Without it (only for files whose loss costs nothing), the rename is
+	 * still atomic for every reader, but after a power cut the file may be empty: its reader must accept that.
+	 */
+	durable?: boolean;
+}
+
 /**
  * Replaces `file` atomically: the content goes to a temp file in the same directory, created 0600 from the
  * start (never briefly world-readable), flushed, then renamed over the target. A crash leaves either the old
  * file or the new one, never half of one (and a temp file that the next write removes). Directories it has to
- * create are 0700; existing ones are checked (`ensurePrivateDir`).
+ * create are 0700; existing ones are checked (`ensurePrivateDir`). Returns what `statPrivateFile` reports for the
+ * file while it stays as written, or `undefined` when that cannot be told (it changed at once), so a writer can
+ * keep what it wrote as the file's known content.
  */
-export async function writePrivateFileAtomic(file: string, content: string): Promise<void> {
+export async function writePrivateFileAtomic(
+	file: string,
+	content: string,
+	options: WriteOptions = {},
+): Promise<PrivateFileStat | undefined> {
 	const dir = dirname(file);
 	await ensurePrivateDir(dir);
 	await removeStaleTempFilesSometimes(file);
 	const temp = join(dir, tempNameFor(file));
 	writing.add(temp);
 	let handle: fs.FileHandle | undefined;
+	let written: Stats;
 	try {
 		handle = await fs.open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
 		await handle.writeFile(content, "utf8");
-		await handle.sync();
+		if (options.durable ?? true) await handle.sync();
+		written = await handle.stat();
 		await handle.close();
 		handle = undefined;
 		await fs.rename(temp, file);
@@ -170,6 +187,16 @@ export async function writePrivateFileAtomic(file: string, content: string): Pro
 	} finally {
 		writing.delete(temp);
 	}
+	// The rename changes the file's ctime, so its version is taken from the path, and only if the path still holds
+	// the very file written (same inode, size and mtime): anything else put there meanwhile is not mistaken for it.
+	const now = await fs.lstat(file).catch(() => undefined);
+	const same =
+		now?.isFile() &&
+		now.dev === written.dev &&
+		now.ino === written.ino &&
+		now.size === written.size &&
+		now.mtimeMs === written.mtimeMs;
+	return now && same ? { version: versionOf(now), size: now.size } : undefined;
 }
 
 /** A scan per target file at most this often per process: a killed writer's temp file goes on the next run. */
