@@ -5,7 +5,13 @@
  */
 
 import { FileLockError, withFileLock } from "../fs/file-lock.ts";
-import { PrivateFileError, readPrivateFile, statPrivateFile, writePrivateFileAtomic } from "../fs/private-file.ts";
+import {
+	PrivateFileError,
+	type PrivateFileStat,
+	readPrivateFile,
+	statPrivateFile,
+	writePrivateFileAtomic,
+} from "../fs/private-file.ts";
 import {
 	type AccountsConfig,
 	configSchema,
@@ -131,18 +137,24 @@ export class JsonFileStore<T> {
 	 * size and times) is neither read nor parsed again, and not copied: this runs on every request. What this store
 	 * wrote itself counts as read, so the request after a write does not read it back either.
 	 */
-	async read(): Promise<Readonly<T>> {
-		return asConfigError(this.readUnchecked());
+	read(): Promise<Readonly<T>> {
+		// The common case (an unchanged file) in one synchronous lstat and no further hop.
+		let stat: PrivateFileStat | undefined;
+		try {
+			stat = statPrivateFile(this.file);
+		} catch (error) {
+			return asConfigError(Promise.reject(error));
+		}
+		if (!stat) return Promise.resolve(deepFreeze(this.options.empty()));
+		if (this.cached?.version === stat.version) return Promise.resolve(this.cached.value);
+		return asConfigError(this.readChanged(stat));
 	}
 
 	async update<R>(change: Change<T, R>): Promise<R> {
 		return asConfigError(this.updateUnchecked(change));
 	}
 
-	private async readUnchecked(): Promise<Readonly<T>> {
-		const stat = await statPrivateFile(this.file);
-		if (!stat) return deepFreeze(this.options.empty());
-		if (this.cached?.version === stat.version) return this.cached.value;
+	private async readChanged(stat: PrivateFileStat): Promise<Readonly<T>> {
 		const text = await readPrivateFile(this.file);
 		if (text === undefined) return deepFreeze(this.options.empty());
 		const value = deepFreeze(this.parseText(text));
