@@ -74,6 +74,8 @@ class ScriptedApi {
 		const fetch = (options as { fetch?: typeof globalThis.fetch } | undefined)?.fetch;
 		this.pending = { status, headers };
 		await fetch?.("https://api.anthropic.test/v1/messages", { method: "POST" });
+		// pi-ai reads the body before it reports a failure: a test may look at what happened meanwhile.
+		await this.whileReadingBody?.();
 		const message = (text: string, stopReason: AssistantMessage["stopReason"], error?: string): AssistantMessage => ({
 			role: "assistant",
 			content: text ? [{ type: "text", text }] : [],
@@ -119,6 +121,8 @@ class ScriptedApi {
 		return new Response(null, { status, headers });
 	};
 	private pending: { status: number; headers: Record<string, string> } | undefined;
+	/** Runs between a response head and the events pi-ai makes of it. */
+	whileReadingBody: (() => Promise<void>) | undefined;
 }
 
 interface World {
@@ -274,6 +278,25 @@ describe("fallback on a rate limit before any content", () => {
 		expect(result.text).toBe("answer from home");
 		expect(world.api.calls.map((call) => call.label)).toEqual(["work", "home"]);
 		expect(await cooldownOf("work")).toBe(START + 120_000);
+	});
+
+	test("starts the cooldown write and the next account's token read as soon as the 429's head arrives", async () => {
+		await world.accounts({ work: ["home"], home: [] });
+		world.session.choose("work", "chosen");
+		refuse("work", 429, { "retry-after": "120" });
+		let seen: { homeReads: number; cooldown: number | undefined } | undefined;
+		world.api.whileReadingBody = async () => {
+			world.api.whileReadingBody = undefined;
+			const homeReads = world.store.count("get", "home");
+			// The write is under way (its lock, read and rename take a few event-loop turns): bounded wait.
+			for (let i = 0; i < 200 && (await cooldownOf("work")) === undefined; i++) {
+				await new Promise((resolve) => setTimeout(resolve, 5));
+			}
+			seen = { homeReads, cooldown: await cooldownOf("work") };
+		};
+		expect((await world.request()).text).toBe("answer from home");
+		expect(seen).toEqual({ homeReads: 1, cooldown: START + 120_000 });
+		expect(world.store.count("get", "home")).toBe(1);
 	});
 
 	test("is not transitive: a hop does not follow the list of the account it hopped to", async () => {

@@ -84,6 +84,8 @@ interface Request {
 	/** State-file writes (usage figures, cooldowns) in flight: the last event waits for them. */
 	writes: Promise<void>[];
 	lastLimit?: { event: ErrorEvent; token: string; kind: "rate-limited" | "overloaded" };
+	/** The next account's token read, started as the previous account's 429/529 head arrived; taken once. */
+	nextToken?: { label: string; token: Promise<string> };
 }
 
 /** The provider's stream function for one session, for callers outside pi (worker processes, tests). */
@@ -211,7 +213,7 @@ async function tryAccount(request: Request, index: number): Promise<"ended" | "n
 		session.footer.fellBack(request.attempts[index - 1]!, label, request.lastLimit.kind);
 	let token: string;
 	try {
-		token = await (label === origin ? request.originToken : deps.core.broker.getAccessToken(label));
+		token = await (label === origin ? request.originToken : takeNextToken(request, label));
 	} catch (error) {
 		const message = error instanceof AccountError ? error.message : `Account "${label}" is unusable.`;
 		if (label !== origin) {
@@ -223,9 +225,22 @@ async function tryAccount(request: Request, index: number): Promise<"ended" | "n
 		return "ended";
 	}
 	const captured: CapturedResponse = {};
+	// A 429 or 529 is known from its response head, before pi-ai has read the body and reported it: the cooldown
+	// write and the next account's token read start then, and the fallback waits less for either.
+	let earlyCooldown = false;
+	captured.onHead = () => {
+		if (earlyCooldown || request.options?.signal?.aborted) return;
+		const limit = limitFrom(captured, now());
+		if (!limit) return;
+		earlyCooldown = true;
+		request.writes.push(saveAttempt(deps.core, label, readUsageHeaders(captured.headers, now()), limit));
+		const next = request.attempts[index + 1];
+		if (next && next !== origin) request.nextToken = { label: next, token: readNextToken(deps, next) };
+	};
 	const outcome = await forwardOrHoldFailure(delegate(request, label, token, captured), out, token, () =>
 		settle(request),
 	);
+	captured.onHead = undefined;
 	// Rate-limit figures ride on every response; they are saved alongside the stream, never in its way.
 	const usage = readUsageHeaders(captured.headers, now());
 	if (outcome.kind === "forwarded") {
@@ -249,7 +264,7 @@ async function tryAccount(request: Request, index: number): Promise<"ended" | "n
 			reason: failure.kind,
 			setAt: now(),
 		};
-		request.writes.push(saveAttempt(deps.core, label, usage, cooldown));
+		if (!earlyCooldown) request.writes.push(saveAttempt(deps.core, label, usage, cooldown));
 		request.limited.push(label);
 		request.lastLimit = { event, token, kind: failure.kind === "overloaded" ? "overloaded" : "rate-limited" };
 		return "next";
@@ -314,6 +329,28 @@ function delegate(
 	} as Model<"anthropic-messages">;
 	if (deps.perRequestFetch) return deps.delegate(model, request.context, delegated);
 	return withResponseCapture(captured, () => deps.delegate(model, request.context, delegated));
+}
+
+/** The cooldown a 429 or 529 response head calls for (the same as once pi-ai reports it), else `undefined`. */
+function limitFrom(captured: CapturedResponse, now: number): Cooldown | undefined {
+	if (captured.status !== 429 && captured.status !== 529) return undefined;
+	const failure = classifyFailure({ status: captured.status, headers: captured.headers }, now);
+	if (failure.kind !== "rate_limit" && failure.kind !== "overloaded") return undefined;
+	return { until: failure.cooldownUntil ?? now + DEFAULT_COOLDOWN_MS, reason: failure.kind, setAt: now };
+}
+
+/** A fallback's token: the read started at its predecessor's 429 head when there is one for it, else a read now. */
+function takeNextToken(request: Request, label: string): Promise<string> {
+	const next = request.nextToken;
+	request.nextToken = undefined;
+	return next?.label === label ? next.token : request.deps.core.broker.getAccessToken(label);
+}
+
+function readNextToken(deps: RequestDeps, label: string): Promise<string> {
+	const token = deps.core.broker.getAccessToken(label);
+	// Awaited by the next attempt; one that never comes (the request ended) must not leave it unhandled.
+	token.catch(() => {});
+	return token;
 }
 
 /** The session's token: the read started at the turn's start when there is one for it, else a read now. */

@@ -10,6 +10,8 @@ import { AsyncLocalStorage } from "node:async_hooks";
 export interface CapturedResponse {
 	status?: number;
 	headers?: Record<string, string>;
+	/** Told as each response head arrives, before pi-ai reads the body (a 429 can be acted on at once). */
+	onHead?: () => void;
 }
 
 type Fetch = typeof globalThis.fetch;
@@ -30,6 +32,11 @@ function capture(record: CapturedResponse, response: Response): void {
 		headers[name.toLowerCase()] = value;
 	});
 	record.headers = headers;
+	try {
+		record.onHead?.();
+	} catch {
+		// The request's own reading of the response goes on regardless.
+	}
 }
 
 interface CaptureGlobal {
