@@ -4,7 +4,7 @@
  * write does not read the file back; anything put in its place afterwards is read. The state file's writes are
  * not flushed to the disk, so an empty file (what a power cut can leave) reads as no state and is replaced.
  */
-import { promises as fs } from "node:fs";
+import { existsSync, promises as fs, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -64,6 +64,29 @@ describe("what a store wrote itself", () => {
 		expect(Object.keys((await store.read()).cooldowns).sort()).toEqual(["home", "work"]);
 		await writePrivateFileAtomic(file, `${JSON.stringify({ ...emptyState(), cooldowns: {} })}\n`);
 		expect((await store.read()).cooldowns).toEqual({});
+	});
+});
+
+describe("an update", () => {
+	it("starts from what another writer put there since this store last read, never from what it remembers", async () => {
+		const { store } = countingStore();
+		await store.update(coolDown("work", 5_000));
+		await createStateStore(file).update(coolDown("home", 7_000));
+		await store.update(coolDown("side", 8_000));
+		expect(Object.keys((await createStateStore(file).read()).cooldowns).sort()).toEqual(["home", "side", "work"]);
+	});
+
+	it("tells its caller once every reader sees the new content, before it releases the lock", async () => {
+		const store = createStateStore(file);
+		let seen: { content: string; locked: boolean } | undefined;
+		await store.update(coolDown("work", 5_000), {
+			onWritten: () => {
+				seen = { content: readFileSync(file, "utf8"), locked: existsSync(`${file}.lock`) };
+			},
+		});
+		expect(seen?.locked).toBe(true);
+		expect(JSON.parse(seen?.content ?? "{}").cooldowns.work.until).toBe(5_000);
+		expect(existsSync(`${file}.lock`)).toBe(false);
 	});
 });
 

@@ -116,6 +116,11 @@ export interface JsonFileStoreOptions<T> {
 	durable?: boolean;
 }
 
+export interface UpdateOptions {
+	/** Told once the new content is in place, before the lock is released (not when nothing was written). */
+	onWritten?: () => void;
+}
+
 export type Change<T, R> = (current: T) => { next?: T; result: R } | Promise<{ next?: T; result: R }>;
 
 /**
@@ -150,8 +155,12 @@ export class JsonFileStore<T> {
 		return asConfigError(this.readChanged(stat));
 	}
 
-	async update<R>(change: Change<T, R>): Promise<R> {
-		return asConfigError(this.updateUnchecked(change));
+	/**
+	 * Changes the content read-modify-write under the file's lock. `onWritten` is told as soon as the new content
+	 * is in place (every reader sees it from then on), before the lock is released.
+	 */
+	async update<R>(change: Change<T, R>, options: UpdateOptions = {}): Promise<R> {
+		return asConfigError(this.updateUnchecked(change, options));
 	}
 
 	private async readChanged(stat: PrivateFileStat): Promise<Readonly<T>> {
@@ -162,22 +171,35 @@ export class JsonFileStore<T> {
 		return value;
 	}
 
-	private async updateUnchecked<R>(change: Change<T, R>): Promise<R> {
+	private async updateUnchecked<R>(change: Change<T, R>, options: UpdateOptions): Promise<R> {
 		return withFileLock(this.file, async () => {
-			const text = await readPrivateFile(this.file);
-			const current = text === undefined ? this.options.empty() : this.parseText(text);
-			const { next, result } = await change(current);
+			const { next, result } = await change(await this.currentUnderLock());
 			if (next !== undefined) {
 				// Validate what is about to be written with the same rules as what is read.
 				const checked = this.options.parse(JSON.parse(JSON.stringify(next)), this.file);
 				this.cached = undefined;
 				const written = await writePrivateFileAtomic(this.file, `${JSON.stringify(checked, null, "\t")}\n`, {
 					durable: this.options.durable ?? true,
+					onReplaced: options.onWritten,
 				});
 				if (written) this.cached = { version: written.version, value: deepFreeze(checked) };
 			}
 			return result;
 		});
+	}
+
+	/**
+	 * A changeable copy of the content, under the lock. A file unchanged since this store last read or wrote it is
+	 * not read again: the copy is made from what it holds, validated as a read would be.
+	 */
+	private async currentUnderLock(): Promise<T> {
+		const stat = statPrivateFile(this.file);
+		if (!stat) return this.options.empty();
+		if (this.cached?.version === stat.version) {
+			return this.options.parse(JSON.parse(JSON.stringify(this.cached.value)), this.file);
+		}
+		const text = await readPrivateFile(this.file);
+		return text === undefined ? this.options.empty() : this.parseText(text);
 	}
 
 	private parseText(text: string): T {

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { constants, promises as fs, lstatSync, type Stats } from "node:fs";
+import { constants, promises as fs, lstatSync, type Stats, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { errorText } from "../text.ts";
 import { mayStillBeWriting } from "./process-identity.ts";
@@ -152,6 +152,8 @@ export interface WriteOptions {
 	 * still atomic for every reader, but after a power cut the file may be empty: its reader must accept that.
 	 */
 	durable?: boolean;
+	/** Told right after the rename: from then on every reader sees the new content. */
+	onReplaced?: () => void;
 }
 
 /**
@@ -189,6 +191,7 @@ export async function writePrivateFileAtomic(
 	} finally {
 		writing.delete(temp);
 	}
+	options.onReplaced?.();
 	// The rename changes the file's ctime, so its version is taken from the path, and only if the path still holds
 	// the very file written (same inode, size and mtime): anything else put there meanwhile is not mistaken for it.
 	const now = await fs.lstat(file).catch(() => undefined);
@@ -256,18 +259,29 @@ function escapeRegExp(text: string): string {
  * the config, or hold a refresh lock forever (e.g. a `multi-claude-code-locks/` pre-created in a shared dir).
  */
 export async function ensurePrivateDir(dir: string): Promise<void> {
-	await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-	await checkPrivateDir(dir);
+	// An existing directory (every write but the first) takes one synchronous stat, a few µs: this runs on every
+	// write of the state file, twice (its lock, then the file).
+	let stat: Stats | undefined;
+	try {
+		stat = statSync(dir);
+	} catch (error) {
+		if (!isErrno(error, "ENOENT")) throw dirError(dir, error);
+	}
+	if (!stat) {
+		await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+		stat = await fs.stat(dir).catch((error: unknown) => {
+			throw dirError(dir, error);
+		});
+	}
+	checkDirStat(dir, stat);
+}
+
+function dirError(dir: string, error: unknown): PrivateFileError {
+	return new PrivateFileError(dir, "unreadable", `Cannot use the directory ${dir}: ${errnoText(error)}.`);
 }
 
 /** The checks of `ensurePrivateDir` on an existing directory (symlinks followed: `~/.pi` may be one). */
-export async function checkPrivateDir(dir: string): Promise<void> {
-	let stat: Stats;
-	try {
-		stat = await fs.stat(dir);
-	} catch (error) {
-		throw new PrivateFileError(dir, "unreadable", `Cannot use the directory ${dir}: ${errnoText(error)}.`);
-	}
+function checkDirStat(dir: string, stat: Stats): void {
 	if (!stat.isDirectory()) throw new PrivateFileError(dir, "unsafe", `${dir} is not a directory.`);
 	if (process.platform === "win32") return;
 	const uid = process.getuid?.();

@@ -14,7 +14,7 @@ import {
 	type SimpleStreamOptions,
 } from "@mariozechner/pi-ai";
 import { AccountError } from "../broker/token-broker.ts";
-import type { AccountsConfig, Cooldown, UsageSnapshot } from "../config/schema.ts";
+import type { AccountsConfig, Cooldown, SharedState, UsageSnapshot } from "../config/schema.ts";
 import type { Core } from "../core.ts";
 import { failStream } from "../host.ts";
 import { PROVIDER_ID } from "../manifest.ts";
@@ -370,15 +370,23 @@ async function settle(request: Request): Promise<void> {
 	await Promise.allSettled(request.writes.splice(0));
 }
 
-/** One state-file write per attempt: the account's rate-limit figures and, when it was refused, its cooldown. */
-async function saveAttempt(core: Core, label: string, usage?: UsageSnapshot, cooldown?: Cooldown): Promise<void> {
-	await core.state
-		.update((state) => {
+/**
+ * One state-file write per attempt: the account's rate-limit figures and, when it was refused, its cooldown.
+ * Resolves once the new content is in place for every reader (the lock is released after that, in the
+ * background), or once the write ended without writing; never rejects.
+ */
+function saveAttempt(core: Core, label: string, usage?: UsageSnapshot, cooldown?: Cooldown): Promise<void> {
+	return new Promise((visible) => {
+		const change = (state: SharedState) => {
 			const changed = (usage ? applyUsage(state, label, usage) : false) || cooldown !== undefined;
 			if (cooldown) applyCooldown(state, label, cooldown);
 			return changed ? { next: state, result: undefined } : { result: undefined };
-		})
-		.catch(() => {});
+		};
+		core.state.update(change, { onWritten: () => visible() }).then(
+			() => visible(),
+			() => visible(),
+		);
+	});
 }
 
 /** Ends the stream with pi-ai's own error event, its text replaced by a redacted, explained one. */
