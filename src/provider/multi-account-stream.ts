@@ -29,7 +29,7 @@ import {
 	planAttempts,
 } from "./fallback-policy.ts";
 import { ANTHROPIC_API } from "./models.ts";
-import { type CapturedResponse, recordingFetch, withResponseCapture } from "./response-capture.ts";
+import { type CapturedResponse, markedCapture, recordingFetch } from "./response-capture.ts";
 import { applyUsage, headlineText, preemptionUntil, readUsageHeaders } from "./usage.ts";
 
 /** pi-ai's Anthropic streaming (`streamSimpleAnthropic`), or a scripted stand-in in unit tests. */
@@ -52,7 +52,7 @@ export interface RequestDeps {
 	delegate: AnthropicStreamFn;
 	/**
 	 * pi-ai 1.x takes a fetch per request, so the response is captured through it; pi-ai 0.73 does not, and a
-	 * process-wide wrapper captures it instead (see response-capture.ts).
+	 * process-wide wrapper captures the requests marked as this provider's instead (see response-capture.ts).
 	 */
 	perRequestFetch: boolean;
 	now?: () => number;
@@ -237,10 +237,14 @@ async function tryAccount(request: Request, index: number): Promise<"ended" | "n
 		const next = request.attempts[index + 1];
 		if (next && next !== origin) request.nextToken = { label: next, token: readNextToken(deps, next) };
 	};
-	const outcome = await forwardOrHoldFailure(delegate(request, label, token, captured), out, token, () =>
-		settle(request),
-	);
-	captured.onHead = undefined;
+	const delegated = delegate(request, label, token, captured);
+	let outcome: Outcome;
+	try {
+		outcome = await forwardOrHoldFailure(delegated.stream, out, token, () => settle(request));
+	} finally {
+		delegated.release();
+		captured.onHead = undefined;
+	}
 	// Rate-limit figures ride on every response; they are saved alongside the stream, never in its way.
 	const usage = readUsageHeaders(captured.headers, now());
 	if (outcome.kind === "forwarded") {
@@ -309,9 +313,11 @@ function delegate(
 	label: string,
 	token: string,
 	captured: CapturedResponse,
-): AssistantMessageEventStream {
+): { stream: AssistantMessageEventStream; release(): void } {
 	const { deps, options, session } = request;
 	const switched = session.lastAnswered !== undefined && session.lastAnswered !== label;
+	// pi-ai 1.x: a wrapper of the request's own fetch; 0.73: a marker header the process-wide wrapper records by.
+	const marked = deps.perRequestFetch ? undefined : markedCapture(captured);
 	const delegated: Options = {
 		...options,
 		apiKey: token,
@@ -320,6 +326,7 @@ function delegate(
 		maxRetries: 0,
 		// pi-ai 1.x continues a session's message thread on the server; another account cannot continue it.
 		...(switched ? { disableContinuation: true } : {}),
+		...(marked ? { headers: { ...options?.headers, ...marked.headers } } : {}),
 		...(deps.perRequestFetch ? { fetch: recordingFetch(captured, options?.fetch) } : {}),
 	};
 	const model = {
@@ -327,8 +334,12 @@ function delegate(
 		api: ANTHROPIC_API,
 		baseUrl: deps.baseUrl ?? deps.core.settings.anthropicBaseUrl,
 	} as Model<"anthropic-messages">;
-	if (deps.perRequestFetch) return deps.delegate(model, request.context, delegated);
-	return withResponseCapture(captured, () => deps.delegate(model, request.context, delegated));
+	try {
+		return { stream: deps.delegate(model, request.context, delegated), release: () => marked?.release() };
+	} catch (error) {
+		marked?.release();
+		throw error;
+	}
 }
 
 /** The cooldown a 429 or 529 response head calls for (the same as once pi-ai reports it), else `undefined`. */
