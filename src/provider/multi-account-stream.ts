@@ -248,7 +248,9 @@ async function tryAccount(request: Request, index: number): Promise<"ended" | "n
 	// Rate-limit figures ride on every response; they are saved alongside the stream, never in its way.
 	const usage = readUsageHeaders(captured.headers, now());
 	if (outcome.kind === "forwarded") {
-		if (usage) request.writes.push(saveAttempt(deps.core, label, usage));
+		// After pi has handled the answer (one event-loop turn later): the figures are for later requests and
+		// other sessions, and their write's work would otherwise delay pi's own handling of the answer.
+		if (usage) request.writes.push(nextTurn(() => saveAttempt(deps.core, label, usage)));
 		session.lastAnswered = label;
 		session.footer.answered(origin, label, headlineText(usage));
 		await settle(request);
@@ -375,6 +377,10 @@ function readToken(deps: RequestDeps, session: SessionAccount, label: string, no
 /** pi 1.x keeps an idle prompt cache warm by replaying a request with one output token: never another account's. */
 function isCacheWarmingReplay(options: Options | undefined): boolean {
 	return options?.maxTokens === 1 && options.disableContinuation === true;
+}
+
+function nextTurn(run: () => Promise<void>): Promise<void> {
+	return new Promise((resolve) => setImmediate(() => resolve(run())));
 }
 
 async function settle(request: Request): Promise<void> {
