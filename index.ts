@@ -117,6 +117,13 @@ export default function multiClaudeCode(pi: ExtensionAPI): void {
 			if (ctx.model?.provider === PROVIDER_ID) (await sessionRuntime()).turnStarted();
 		});
 	};
-	if (PI_LINE === "1.x") pi.on("turn_start", beginTurn);
-	else pi.on("context", beginTurn);
+	if (PI_LINE === "1.x") {
+		pi.on("turn_start", beginTurn);
+		// By `context` (awaited, right before the request) the read is usually done: its result is taken in now.
+		pi.on("context", async (_event, ctx) => {
+			await guarded(undefined, async () => {
+				if (ctx.model?.provider === PROVIDER_ID) await (await sessionRuntime()).requestComing();
+			});
+		});
+	} else pi.on("context", beginTurn);
 }

@@ -46,6 +46,8 @@ export interface SessionRuntime {
 	started(ctx: ExtensionContext): Promise<void>;
 	/** The turn that will send a request began: its token read can start now. */
 	turnStarted(): void;
+	/** The request is about to be built: resolves once the turn's token read is in (bounded), never rejects. */
+	requestComing(): Promise<void>;
 	stopped(): void;
 }
 
@@ -53,6 +55,12 @@ export interface Runtime {
 	core: Core;
 	openSession(pi: Pick<ExtensionAPI, "appendEntry">): SessionRuntime;
 }
+
+/**
+ * pi 1.x: how long pi's `context` step waits for the turn's token read (started at turn_start, usually done by
+ * then). Once in, the request is built at once when pi calls the provider, without waiting for an event-loop turn.
+ */
+const REQUEST_WAIT_MS = 20;
 
 /** Flags each command completes, with the values a flag takes. */
 const FLAGS: Partial<Record<CommandName, Record<string, readonly string[]>>> = {
@@ -110,6 +118,7 @@ export function createRuntime(settings: Settings): Runtime {
 					return starting;
 				},
 				turnStarted: () => own.prefetch(core.broker, Date.now()),
+				requestComing: () => withinMs(own.prefetchSettled(), REQUEST_WAIT_MS),
 				stopped() {
 					own.stop();
 					own.footer.detach();
@@ -118,4 +127,17 @@ export function createRuntime(settings: Settings): Runtime {
 			};
 		},
 	};
+}
+
+/** `pending`, or nothing after `ms` (whichever comes first); the timer does not outlive it. */
+async function withinMs(pending: Promise<void>, ms: number): Promise<void> {
+	let timer: NodeJS.Timeout | undefined;
+	const bound = new Promise<void>((resolve) => {
+		timer = setTimeout(resolve, ms);
+	});
+	try {
+		await Promise.race([pending, bound]);
+	} finally {
+		clearTimeout(timer);
+	}
 }

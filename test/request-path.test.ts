@@ -441,6 +441,18 @@ describe("the token read started at the turn's start", () => {
 		expect(world.store.count("get", "work")).toBe(beforeStale + 1);
 	});
 
+	test("can be waited for before the request: it settles once the read is in, and never rejects", async () => {
+		await world.accounts({ work: [] });
+		world.session.choose("work", "chosen");
+		await expect(world.session.prefetchSettled()).resolves.toBeUndefined();
+		world.store.items.delete("work");
+		world.session.prefetch(world.core.broker, world.clock.now());
+		await expect(world.session.prefetchSettled()).resolves.toBeUndefined();
+		const reads = world.store.count("get", "work");
+		expect((await world.request()).error).toContain('Account "work" has no item');
+		expect(world.store.count("get", "work")).toBe(reads);
+	});
+
 	test("sees a deletion made before the turn began: the revoked account is never used", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
