@@ -57,6 +57,8 @@ export interface OverheadFigures {
 	addedP95Ms: number;
 	/** median(mcc) / median(baseline). */
 	ratio: number;
+	/** The median of the per-round differences (each round runs both arms back to back): steadier under drift. */
+	addedPairedMedianMs: number;
 	/** Where the added median time falls: before the HTTP request is sent, and after the response head arrived. */
 	addedBeforeRequestMs: number;
 	addedAfterResponseMs: number;
@@ -73,6 +75,9 @@ export function overheadFigures(mcc: ArmSamples, baseline: ArmSamples, failures 
 		addedP90Ms: round(percentile(mcc.ms, 0.9) - percentile(baseline.ms, 0.9)),
 		addedP95Ms: round(percentile(mcc.ms, 0.95) - percentile(baseline.ms, 0.95)),
 		ratio: round(median(mcc.ms) / median(baseline.ms), 4),
+		addedPairedMedianMs: round(
+			median(mcc.ms.map((ms, i) => ms - (baseline.ms[i] ?? Number.NaN)).filter(Number.isFinite)),
+		),
 		addedBeforeRequestMs: round(median(finite(mcc.beforeRequestMs)) - median(finite(baseline.beforeRequestMs))),
 		addedAfterResponseMs: round(median(finite(mcc.afterResponseMs)) - median(finite(baseline.afterResponseMs))),
 		failures,

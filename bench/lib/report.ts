@@ -210,6 +210,7 @@ function requestSection(lines: LineResults[]): string[] {
 		"",
 		...lineTable(lines, "", [
 			["added median ms", added(pick, "addedMedianMs")],
+			["median of the per-round differences ms", added(pick, "addedPairedMedianMs")],
 			["added p90 ms", added(pick, "addedP90Ms")],
 			["added p95 ms", added(pick, "addedP95Ms")],
 			["of the median: before the request is sent", added(pick, "addedBeforeRequestMs")],

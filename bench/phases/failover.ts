@@ -62,7 +62,7 @@ export async function failover(ctx: BenchContext): Promise<FailoverResult> {
 	const times: Record<Kind, number[]> = { failover: [], direct: [], raw429: [] };
 	const failures: string[] = [];
 	const warmup = budget.n(20, 5);
-	const samples = budget.n(200, 30);
+	const samples = budget.n(300, 30);
 	for (let i = 0; i < warmup + samples; i++) {
 		for (const kind of shuffled<Kind>(["failover", "direct", "raw429"])) {
 			// The same preparation before every kind: the 429 of the last failover left the origin cooling down.

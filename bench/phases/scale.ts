@@ -31,6 +31,8 @@ export async function scale(ctx: BenchContext): Promise<ScalePoint[]> {
 		const access = i === 0 ? activeToken : newAccessToken();
 		await env.storeAccount(label(i), { access, refresh: newRefreshToken(), expires });
 	}
+	// gnome-keyring rewrites its keyring file after changes: let it finish before anything is timed.
+	await settle(2_000);
 	api.script(activeToken, ok(REPLY_TEXT));
 	api.script(ctx.anthropicToken, ok(REPLY_TEXT));
 	const points: ScalePoint[] = [];
