@@ -119,7 +119,7 @@ export default function multiClaudeCode(pi: ExtensionAPI): void {
 	};
 	if (PI_LINE === "1.x") {
 		pi.on("turn_start", beginTurn);
-		// By `context` (awaited, right before the request) the read is usually done: its result is taken in now.
+		// By `context` (awaited, right before the request) the read is often done: its result is taken in then.
 		pi.on("context", async (_event, ctx) => {
 			await guarded(undefined, async () => {
 				if (ctx.model?.provider === PROVIDER_ID) await (await sessionRuntime()).requestComing();

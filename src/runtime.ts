@@ -46,7 +46,7 @@ export interface SessionRuntime {
 	started(ctx: ExtensionContext): Promise<void>;
 	/** The turn that will send a request began: its token read can start now. */
 	turnStarted(): void;
-	/** The request is about to be built: resolves once the turn's token read is in (bounded), never rejects. */
+	/** The request is about to be built: takes in the turn's token read if it is done; never rejects. */
 	requestComing(): Promise<void>;
 	stopped(): void;
 }
@@ -55,12 +55,6 @@ export interface Runtime {
 	core: Core;
 	openSession(pi: Pick<ExtensionAPI, "appendEntry">): SessionRuntime;
 }
-
-/**
- * pi 1.x: how long pi's `context` step waits for the turn's token read (started at turn_start, usually done by
- * then). Once in, the request is built at once when pi calls the provider, without waiting for an event-loop turn.
- */
-const REQUEST_WAIT_MS = 20;
 
 /** Flags each command completes, with the values a flag takes. */
 const FLAGS: Partial<Record<CommandName, Record<string, readonly string[]>>> = {
@@ -118,7 +112,7 @@ export function createRuntime(settings: Settings): Runtime {
 					return starting;
 				},
 				turnStarted: () => own.prefetch(core.broker, Date.now()),
-				requestComing: () => withinMs(own.prefetchSettled(), REQUEST_WAIT_MS),
+				requestComing: () => withinOneTurn(own.prefetchSettled()),
 				stopped() {
 					own.stop();
 					own.footer.detach();
@@ -129,15 +123,11 @@ export function createRuntime(settings: Settings): Runtime {
 	};
 }
 
-/** `pending`, or nothing after `ms` (whichever comes first); the timer does not outlive it. */
-async function withinMs(pending: Promise<void>, ms: number): Promise<void> {
-	let timer: NodeJS.Timeout | undefined;
-	const bound = new Promise<void>((resolve) => {
-		timer = setTimeout(resolve, ms);
-	});
-	try {
-		await Promise.race([pending, bound]);
-	} finally {
-		clearTimeout(timer);
-	}
+/**
+ * `pending`, or nothing after one turn of the event loop, whichever comes first. A keychain read already done in
+ * the thread pool is delivered in that turn (I/O comes before setImmediate), so the request is built as soon as
+ * pi calls the provider; one still under way is not waited for here (pi's own work goes on meanwhile).
+ */
+function withinOneTurn(pending: Promise<void>): Promise<void> {
+	return Promise.race([pending, new Promise<void>((resolve) => setImmediate(resolve))]);
 }
