@@ -208,9 +208,7 @@ async function runLine(options: Options, log: (line: string) => void): Promise<L
 			log(`  (${((performance.now() - phaseStarted) / 1000).toFixed(1)} s)`);
 		}
 	} finally {
-		mcc.dispose();
-		anthropic.dispose();
-		anthropicWithExtension.dispose();
+		for (const session of [mcc, anthropic, anthropicWithExtension]) await session.dispose().catch(() => {});
 		await env.cleanup().catch(() => {});
 		await api.close().catch(() => {});
 		await tokenEndpoint.close().catch(() => {});

@@ -32,7 +32,8 @@ export interface TimedPrompt {
 
 export interface BenchSession {
 	label: string;
-	session: AgentSession;
+	/** The current pi session (a new one after `renew`). */
+	readonly session: AgentSession;
 	/** Sends one user prompt on an empty transcript and times it from the call until pi's prompt() resolves. */
 	prompt(text: string): Promise<TimedPrompt>;
 	/**
@@ -40,7 +41,13 @@ export interface BenchSession {
 	 * whatever the config's default says later). Not timed.
 	 */
 	useAccount(label: string): Promise<void>;
-	dispose(): void;
+	/**
+	 * Replaces the pi session with a new one, set up the same way (pi's end of a session, then a new start). pi
+	 * 1.x's prompts slow down as a session's entries pile up (~3.5 ms per 100 prompts), so long runs renew their
+	 * sessions every few dozen rounds; the first prompts of a new session are not timed.
+	 */
+	renew(): Promise<void>;
+	dispose(): Promise<void>;
 }
 
 /** Points pi's built-in anthropic provider at the fake API (docs/models.md, "Overriding Built-in Providers"). */
@@ -62,6 +69,49 @@ export interface SessionOptions {
 }
 
 export async function createBenchSession(options: SessionOptions): Promise<BenchSession> {
+	let session = await startSession(options);
+	const end = async (ended: AgentSession) => {
+		// As pi does before it disposes a session: the extension hears of its end (and forgets that session).
+		await ended.extensionRunner?.emit({ type: "session_shutdown", reason: "quit" } as never).catch(() => {});
+		ended.dispose();
+	};
+	return {
+		label: `${options.provider}${options.withExtension ? " (extension loaded)" : " (plain pi)"}`,
+		get session() {
+			return session;
+		},
+		async prompt(text) {
+			// A fresh transcript for every sample, so every request carries the same payload.
+			session.agent.state.messages = [];
+			const marks = startMarks();
+			const started = performance.now();
+			await session.prompt(text);
+			const ended = performance.now();
+			stopMarks();
+			const ms = ended - started;
+			const beforeRequestMs = marks.firstCall === undefined ? Number.NaN : marks.firstCall - started;
+			const afterResponseMs = marks.lastResponse === undefined ? Number.NaN : ended - marks.lastResponse;
+			const reply = [...session.messages].reverse().find((m): m is AssistantMessage => m.role === "assistant");
+			const replyText = reply
+				? reply.content.map((block) => (block.type === "text" ? block.text : "")).join("")
+				: "";
+			const ok = reply?.stopReason === "stop";
+			const error = ok ? undefined : (reply?.errorMessage ?? "no assistant reply");
+			return { ms, beforeRequestMs, afterResponseMs, ok, text: replyText, error };
+		},
+		async useAccount(label) {
+			await session.prompt(`/mcc-use ${label}`);
+		},
+		async renew() {
+			const old = session;
+			session = await startSession(options);
+			await end(old);
+		},
+		dispose: () => end(session),
+	};
+}
+
+async function startSession(options: SessionOptions): Promise<AgentSession> {
 	// The line's SDK (test/helpers/pi-line.ts): pi 0.73.1, or pi 1.x when PI_MCC_PI_LINE=1.x (on Node >= 22.19).
 	const sdk = await piSdk();
 	const { pi } = sdk;
@@ -106,33 +156,7 @@ export async function createBenchSession(options: SessionOptions): Promise<Bench
 	});
 	// As pi's modes do: bind a UI (the extension's session_start attaches its footer to it).
 	await session.bindExtensions({ ...sdk.bindMode, uiContext: silentUi(), onError: () => {} });
-	return {
-		label: `${provider}${options.withExtension ? " (extension loaded)" : " (plain pi)"}`,
-		session,
-		async prompt(text) {
-			// A fresh transcript for every sample, so every request carries the same payload.
-			session.agent.state.messages = [];
-			const marks = startMarks();
-			const started = performance.now();
-			await session.prompt(text);
-			const ended = performance.now();
-			stopMarks();
-			const ms = ended - started;
-			const beforeRequestMs = marks.firstCall === undefined ? Number.NaN : marks.firstCall - started;
-			const afterResponseMs = marks.lastResponse === undefined ? Number.NaN : ended - marks.lastResponse;
-			const reply = [...session.messages].reverse().find((m): m is AssistantMessage => m.role === "assistant");
-			const replyText = reply
-				? reply.content.map((block) => (block.type === "text" ? block.text : "")).join("")
-				: "";
-			const ok = reply?.stopReason === "stop";
-			const error = ok ? undefined : (reply?.errorMessage ?? "no assistant reply");
-			return { ms, beforeRequestMs, afterResponseMs, ok, text: replyText, error };
-		},
-		async useAccount(label) {
-			await session.prompt(`/mcc-use ${label}`);
-		},
-		dispose: () => session.dispose(),
-	};
+	return session;
 }
 
 /** An ExtensionUIContext for the benchmark: the tests' recording UI (recording a footer text costs nothing). */
