@@ -305,17 +305,21 @@ function startupSection(lines: LineResults[]): string[] {
 	return [
 		"## 4. Start-up (`pi --list-models`, a fresh process each run, alternating)",
 		"",
-		"The line's own pi CLI on the line's Node, with and without `-e index.ts`. Then, in fresh processes: pi's " +
+		"The line's own pi CLI on the line's Node: without an extension, with an empty TypeScript extension (what " +
+			"pi charges for loading any extension: pi 1.x loads jiti only then) and with `-e index.ts`, alternating. " +
+			"Then, in fresh processes: pi's " +
 			"extension loader alone (`loadExtensions`, jiti) on index.ts and on an empty TypeScript extension (both in " +
 			"each process, order alternating), imports of the keyring and zod, and the lazy load of the extension's " +
 			"runtime on first use. Cells are median / p90 ms (n).",
 		"",
 		...lineTable(lines, "", [
 			["pi, no extension: wall time", (l) => spread(s(l)?.plain, 1)],
+			["pi -e an empty TypeScript extension: wall time", (l) => spread(s(l)?.emptyExtension, 1)],
 			["pi -e index.ts: wall time", (l) => spread(s(l)?.extension, 1)],
 			["pi, no extension: CPU time (user + system)", (l) => spread(s(l)?.cpu.plain, 1)],
 			["pi -e index.ts: CPU time", (l) => spread(s(l)?.cpu.extension, 1)],
 			["**added by the extension (wall), ms**", (l) => (s(l) ? `**${fmt(s(l)?.overheadMs, 1)}**` : undefined)],
+			["of it, over the empty extension (wall), ms", (l) => fmt(s(l)?.overheadVsEmptyMs, 1)],
 			["added CPU time, ms", (l) => fmt(s(l)?.cpu.overheadMs, 1)],
 			[
 				"pi's loader: index.ts (statSync calls)",

@@ -49,7 +49,7 @@ function cliEnv(): NodeJS.ProcessEnv {
 	return env;
 }
 
-type Arm = "plain" | "extension";
+type Arm = "plain" | "empty" | "extension";
 
 export interface LoaderProbe {
 	/** pi's loadExtensions([path]) in a fresh process that has already imported pi. */
@@ -64,8 +64,12 @@ export interface LoaderProbe {
 export interface StartupResult {
 	plain: Summary;
 	extension: Summary;
+	/** pi -e an empty TypeScript extension: what pi charges for loading any extension (jiti). */
+	emptyExtension?: Summary;
 	/** median(extension) − median(plain), wall time from spawn to exit. */
 	overheadMs: number;
+	/** median(extension) − median(emptyExtension): this extension's own part of it. */
+	overheadVsEmptyMs?: number;
 	/** The same runs' own CPU time (user + system, all threads), a steadier figure on a busy machine. */
 	cpu: { plain: Summary; extension: Summary; overheadMs: number };
 	/** pi's extension loader alone, this extension versus an empty one (undefined if pi's loader moved). */
@@ -116,6 +120,7 @@ const CPU_HOOK = `data:text/javascript,${encodeURIComponent(
 
 const ARGS: Record<Arm, string[]> = {
 	plain: ["--import", CPU_HOOK, PI_CLI, "--list-models"],
+	empty: ["--import", CPU_HOOK, PI_CLI, "-e", EMPTY_EXTENSION, "--list-models"],
 	extension: ["--import", CPU_HOOK, PI_CLI, "-e", EXTENSION_PATH, "--list-models"],
 };
 
@@ -180,11 +185,11 @@ async function probe(code: string, cwd = REPO_ROOT): Promise<Record<string, numb
 }
 
 export async function startup(ctx: BenchContext): Promise<StartupResult> {
-	const times: Record<Arm, number[]> = { plain: [], extension: [] };
-	const cpu: Record<Arm, number[]> = { plain: [], extension: [] };
+	const times: Record<Arm, number[]> = { plain: [], empty: [], extension: [] };
+	const cpu: Record<Arm, number[]> = { plain: [], empty: [], extension: [] };
 	const arms = Object.keys(ARGS) as Arm[];
 	const warmup = 1;
-	const rounds = ctx.budget.n(15, 3);
+	const rounds = ctx.budget.n(12, 3);
 	for (let i = 0; i < warmup + rounds; i++) {
 		for (const arm of shuffled(arms)) {
 			const result = await run(ARGS[arm], ctx.env.cwd, cliEnv());
@@ -202,11 +207,13 @@ export async function startup(ctx: BenchContext): Promise<StartupResult> {
 		}
 	}
 	const overheadMs = round(median(times.extension) - median(times.plain));
+	const overheadVsEmptyMs = round(median(times.extension) - median(times.empty));
 	const cpuOverheadMs = round(median(cpu.extension) - median(cpu.plain));
 	ctx.log(
-		`pi --list-models: plain ${round(median(times.plain))} ms, ` +
-			`with the extension ${round(median(times.extension))} ms ` +
-			`→ added ${overheadMs} ms (n=${rounds} each); CPU time added ${cpuOverheadMs} ms`,
+		`pi --list-models: plain ${round(median(times.plain))} ms, with an empty extension ` +
+			`${round(median(times.empty))} ms, with this one ${round(median(times.extension))} ms ` +
+			`→ added ${overheadMs} ms (${overheadVsEmptyMs} ms over the empty one; n=${rounds} each); CPU time added ` +
+			`${cpuOverheadMs} ms`,
 	);
 
 	let loader: LoaderProbe | undefined;
@@ -252,7 +259,9 @@ export async function startup(ctx: BenchContext): Promise<StartupResult> {
 	const result: StartupResult = {
 		plain: summarize(times.plain),
 		extension: summarize(times.extension),
+		emptyExtension: summarize(times.empty),
 		overheadMs,
+		overheadVsEmptyMs,
 		cpu: { plain: summarize(cpu.plain), extension: summarize(cpu.extension), overheadMs: cpuOverheadMs },
 		loader,
 		imports: {
