@@ -75,12 +75,20 @@ export interface FakeTokenEndpoint {
 export const FAKE_TOKEN_PATH = "/v1/oauth/token";
 const MAX_BODY_BYTES = 64 * 1024;
 
-export function newAccessToken(): string {
-	return `sk-ant-oat01-${randomBytes(72).toString("base64url")}`;
+/**
+ * A random token shaped like Claude's OAuth tokens (so pi-ai sends Bearer + Claude Code headers): as long as real
+ * ones, or, with a hint, short and named (`sk-ant-oat01-<hint>-<24 hex>`) for tests that read them in messages.
+ */
+export function newAccessToken(hint?: string): string {
+	return `sk-ant-oat01-${tokenBody(hint)}`;
 }
 
-export function newRefreshToken(): string {
-	return `sk-ant-ort01-${randomBytes(72).toString("base64url")}`;
+export function newRefreshToken(hint?: string): string {
+	return `sk-ant-ort01-${tokenBody(hint)}`;
+}
+
+function tokenBody(hint: string | undefined): string {
+	return hint === undefined ? randomBytes(72).toString("base64url") : `${hint}-${randomBytes(12).toString("hex")}`;
 }
 
 export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions = {}): Promise<FakeTokenEndpoint> {
