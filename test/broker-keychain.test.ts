@@ -10,6 +10,7 @@ import { createStateStore } from "../src/config/stores.ts";
 import { OsSecretStore } from "../src/keychain/os-secret-store.ts";
 import { KeychainError, type SecretStore } from "../src/keychain/secret-store.ts";
 import { ANTHROPIC_OAUTH, HttpTokenEndpoint } from "../src/oauth/token-endpoint.ts";
+import { rejection } from "./helpers/expect-error.ts";
 import { type FakeTokenEndpoint, type FakeTokenMode, startFakeTokenEndpoint } from "./helpers/fake-token-endpoint.ts";
 import { once, requireSecretService, secretToolClear, secretToolLookup, uniqueService } from "./helpers/keyring.ts";
 import { FakeClock } from "./helpers/memory-broker.ts";
@@ -84,16 +85,6 @@ afterEach(async () => {
 	await secretToolClear(SERVICE, done.label);
 	await fs.rm(done.dir, { recursive: true, force: true });
 });
-
-async function accountError(promise: Promise<unknown>): Promise<AccountError> {
-	try {
-		await promise;
-	} catch (error) {
-		expect(error).toBeInstanceOf(AccountError);
-		return error as AccountError;
-	}
-	throw new Error("expected an AccountError, but the call succeeded");
-}
 
 /** No token the endpoint ever issued (nor any extra secret) appears in the error's message, String() or stack. */
 function expectNoToken(error: unknown, extra: readonly string[] = []): void {
@@ -186,7 +177,7 @@ describe("the broker over the real keychain and an HTTP token endpoint", () => {
 			expires,
 		});
 		// A code is single use: a second exchange is refused and names the command to retry.
-		const again = await accountError(broker.loginWithCode(label, exchange));
+		const again = await rejection(broker.loginWithCode(label, exchange), AccountError);
 		expect(again.kind).toBe("needs_login");
 		expect(again.message).toContain(`/mcc-login ${label}`);
 		expect(again.message.includes(exchange.code)).toBe(false);
@@ -199,7 +190,7 @@ describe("the broker over the real keychain and an HTTP token endpoint", () => {
 		const stored = await t.login(t.clock.time + 8 * HOUR);
 		expect(await broker.getAccessToken(label)).toBe(stored.access);
 		await secretToolClear(SERVICE, label);
-		const error = await accountError(broker.getAccessToken(label));
+		const error = await rejection(broker.getAccessToken(label), AccountError);
 		expect(error.kind).toBe("revoked");
 		expect(error.message).toContain(`/mcc-login ${label}`);
 		expect(t.fake.requests).toHaveLength(0);
@@ -211,7 +202,7 @@ describe("the broker over the real keychain and an HTTP token endpoint", () => {
 		const { broker, label } = t;
 		await t.login(t.clock.time + 8 * HOUR);
 		await t.secrets.set(label, "edited by hand");
-		const error = await accountError(broker.getAccessToken(label));
+		const error = await rejection(broker.getAccessToken(label), AccountError);
 		expect(error.kind).toBe("unusable");
 		expect(error.message).toContain(`/mcc-login ${label}`);
 		expect(t.fake.requests).toHaveLength(0);
@@ -237,7 +228,7 @@ describe("a refresh the token endpoint does not grant", () => {
 			expect(before).not.toBeNull();
 			fake.setMode(mode);
 			const started = performance.now();
-			const error = await accountError(broker.getAccessToken(label));
+			const error = await rejection(broker.getAccessToken(label), AccountError);
 			const elapsed = performance.now() - started;
 			expect(error.kind).toBe(kind);
 			expect(error.label).toBe(label);
@@ -264,9 +255,9 @@ describe("a refresh the token endpoint does not grant", () => {
 		const { broker, label, fake } = t;
 		await t.login(t.clock.time - 1);
 		fake.setMode("invalid_grant");
-		await accountError(broker.getAccessToken(label));
+		await rejection(broker.getAccessToken(label), AccountError);
 		fake.setMode("ok");
-		const again = await accountError(broker.getAccessToken(label));
+		const again = await rejection(broker.getAccessToken(label), AccountError);
 		expect(again.kind).toBe("needs_login");
 		expect(fake.requests).toHaveLength(1);
 		expect((await broker.describe(label)).status).toBe("needs_login");
@@ -322,7 +313,7 @@ describe("the keychain item changing while a delayed refresh is out", () => {
 		expect(t.fake.requests).toHaveLength(1);
 		await new Promise((resolve) => setTimeout(resolve, 300));
 		expect(await secretToolLookup(SERVICE, t.label)).toBeNull();
-		expect((await accountError(t.broker.getAccessToken(t.label))).kind).toBe("revoked");
+		expect((await rejection(t.broker.getAccessToken(t.label), AccountError)).kind).toBe("revoked");
 		expectNoToken(error);
 	});
 

@@ -5,9 +5,10 @@
  * failure modes (rejection, server error, an error body that echoes the request's token, no answer, a reset
  * connection, a body that is not JSON, a redirect).
  */
+
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import { serveOnLoopback } from "./loopback.ts";
 
 export type FakeTokenMode = "ok" | "invalid_grant" | "http500" | "echo" | "hang" | "reset" | "garbage" | "redirect";
 
@@ -102,7 +103,6 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 	const issued: string[] = [];
 	const liveRefresh = new Set<string>();
 	const liveCodes = new Map<string, Record<string, unknown>>();
-	const sockets = new Set<Socket>();
 	const timers = new Set<NodeJS.Timeout>();
 	let closing = false;
 
@@ -250,19 +250,8 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 			timers.add(timer);
 		});
 	});
-	server.on("connection", (socket) => {
-		sockets.add(socket);
-		socket.on("close", () => sockets.delete(socket));
-	});
-
-	await new Promise<void>((resolve, reject) => {
-		server.once("error", reject);
-		server.listen(0, "127.0.0.1", () => {
-			server.off("error", reject);
-			resolve();
-		});
-	});
-	const port = (server.address() as AddressInfo).port;
+	const listening = await serveOnLoopback(server);
+	const port = listening.port;
 
 	return {
 		url: `http://127.0.0.1:${port}${path}`,
@@ -304,10 +293,7 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 			closing = true;
 			for (const timer of timers) clearTimeout(timer);
 			timers.clear();
-			const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-			for (const socket of sockets) socket.destroy();
-			server.closeAllConnections();
-			await closed;
+			await listening.close();
 		},
 	};
 }
