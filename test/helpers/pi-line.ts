@@ -96,6 +96,27 @@ function notePiStarted(): void {
 	if (ledger && file) appendFileSync(ledger, `${file}\n`);
 }
 
+/**
+ * pi's arguments for a test run of the extension: the provider and model, the extensions, the session dir, and no
+ * other resources. Only flags both lines know (0.73 takes an unknown flag for an extension's and exits).
+ */
+export function extensionRunArgs(extensions: readonly string[], sessionDir: string): string[] {
+	return [
+		"--provider",
+		PROVIDER,
+		"--model",
+		DEFAULT_MODEL_ID,
+		...extensions.flatMap((path) => ["-e", path]),
+		"--session-dir",
+		sessionDir,
+		"-ne",
+		"-ns",
+		"-np",
+		"--no-themes",
+		"-nc",
+	];
+}
+
 /** The command that runs this line's pi CLI with `args`: [node, [cli, …args]]. */
 export function piCommand(args: readonly string[]): [string, string[]] {
 	const line = piLine();

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import type { AssistantMessage } from "@mariozechner/pi-ai";
 import { waitForExit } from "./keyring.ts";
 import type { PromptResult, TestEnv } from "./pi-harness.ts";
-import { DEFAULT_MODEL_ID, EXTENSION_PATH, PROVIDER, piCommand, piLine, REPO_ROOT } from "./pi-line.ts";
+import { EXTENSION_PATH, extensionRunArgs, piCommand, piLine, REPO_ROOT } from "./pi-line.ts";
 
 export const TEST_COMMANDS_PATH = join(REPO_ROOT, "test", "fixtures", "test-commands.ts");
 /** What pi prints when an extension used a replaced session's ctx, or when a rejection escaped: always a bug. */
@@ -93,23 +93,7 @@ export class RpcPi {
 			JSON.stringify({ retry: { enabled: false }, compaction: { enabled: false } }),
 		);
 		const extensions = options.testCommands ? [EXTENSION_PATH, TEST_COMMANDS_PATH] : [EXTENSION_PATH];
-		// Flags both lines know (0.73 takes an unknown flag for an extension's and exits).
-		const [node, args] = piCommand([
-			"--mode",
-			"rpc",
-			"--provider",
-			PROVIDER,
-			"--model",
-			DEFAULT_MODEL_ID,
-			...extensions.flatMap((path) => ["-e", path]),
-			"--session-dir",
-			env.sessionDir,
-			"-ne",
-			"-ns",
-			"-np",
-			"--no-themes",
-			"-nc",
-		]);
+		const [node, args] = piCommand(["--mode", "rpc", ...extensionRunArgs(extensions, env.sessionDir)]);
 		const [command, argv] = options.wrap ? options.wrap(node, args) : [node, args];
 		const child = spawn(command, argv, {
 			cwd: env.cwd,
