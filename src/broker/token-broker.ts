@@ -2,7 +2,8 @@
  * The token broker: the only code that reads, refreshes or writes tokens. This file holds its public API and the
  * refresh protocol (one refresh of a pair anywhere: the lock, the "sending" record, the lease checks, the
  * needs-login marks); how the keychain item itself is read and written compare-and-swap is keychain-items.ts, and
- * the boundary types are broker-types.ts.
+ * the boundary types are broker-types.ts. A little over 300 lines on purpose: the API and the protocol share their
+ * state and call into each other, and apart they would be one module holding the other's internals.
  */
 import { type CodeExchange, type TokenEndpoint, TokenEndpointError, type TokenGrant } from "../oauth/token-endpoint.ts";
 import { DEFAULT_REFRESH_MARGIN_MS } from "../settings.ts";

@@ -114,7 +114,9 @@ export function createTestEnv(options: TestEnvOptions = {}): TestEnv {
 				if (value === undefined) delete process.env[name];
 				else process.env[name] = value;
 			}
-			await fs.rm(root, { recursive: true, force: true });
+			// A write that outlived its session (pi 1.x's model store, a state write after the answer) may still be
+			// landing: rm retries what is not empty yet, instead of failing the file's cleanup.
+			await fs.rm(root, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
 		},
 	};
 }
