@@ -28,7 +28,15 @@ import {
 	startFakeTokenEndpoint,
 } from "./fake-token-endpoint.ts";
 import { clearKeychainService, deleteKeychainItem, readKeychainItem, uniqueService, waitFor } from "./keyring.ts";
-import { DEFAULT_MODEL_ID, EXTENSION_PATH, PROVIDER, piLine, piSdk, STATUS_KEY } from "./pi-line.ts";
+import {
+	DEFAULT_MODEL_ID,
+	EXTENSION_PATH,
+	type PiCredentials,
+	PROVIDER,
+	piLine,
+	piSdk,
+	STATUS_KEY,
+} from "./pi-line.ts";
 
 export { DEFAULT_MODEL_ID, EXTENSION_PATH, PROVIDER, REPO_ROOT, STATUS_KEY } from "./pi-line.ts";
 /** The line's pi CLI, for tests that run it with process.execPath (piCommand also picks the node and notes it). */
@@ -302,6 +310,10 @@ export interface PiSessionOptions {
 	timeoutMs?: number;
 	/** Wait for the extension's first footer status before returning (default true). */
 	waitForFooter?: boolean;
+	/** More extensions to load after index.ts (test fixtures), as further `-e` paths would. */
+	extensionPaths?: string[];
+	/** Credentials pi itself holds (e.g. a token for its built-in anthropic provider); none by default. */
+	piCredentials?: PiCredentials;
 }
 
 export interface PiSession {
@@ -376,18 +388,24 @@ export async function startPiSession(options: PiSessionOptions): Promise<PiSessi
 	const { pi } = sdk;
 	const modelId = options.modelId ?? DEFAULT_MODEL_ID;
 	const createRuntime: Parameters<typeof pi.createAgentSessionRuntime>[0] = async (target) => {
-		const services = await sdk.createServices({
-			cwd: target.cwd,
-			agentDir: target.agentDir,
-			settingsManager: pi.SettingsManager.inMemory({ retry: { enabled: false }, compaction: { enabled: false } }),
-			resourceLoaderOptions: {
-				additionalExtensionPaths: [EXTENSION_PATH],
-				noSkills: true,
-				noPromptTemplates: true,
-				noThemes: true,
-				noContextFiles: true,
+		const services = await sdk.createServices(
+			{
+				cwd: target.cwd,
+				agentDir: target.agentDir,
+				settingsManager: pi.SettingsManager.inMemory({
+					retry: { enabled: false },
+					compaction: { enabled: false },
+				}),
+				resourceLoaderOptions: {
+					additionalExtensionPaths: [EXTENSION_PATH, ...(options.extensionPaths ?? [])],
+					noSkills: true,
+					noPromptTemplates: true,
+					noThemes: true,
+					noContextFiles: true,
+				},
 			},
-		});
+			options.piCredentials,
+		);
 		const loadErrors = services.resourceLoader.getExtensions().errors;
 		const serviceErrors = services.diagnostics.filter((d) => d.type === "error");
 		if (loadErrors.length > 0 || serviceErrors.length > 0) {

@@ -124,13 +124,24 @@ export function piCommand(args: readonly string[]): [string, string[]] {
 	return [line.node, [line.cliPath, ...args]];
 }
 
+/** Credentials pi itself holds for a session (in memory, never a file). */
+export interface PiCredentials {
+	/**
+	 * An Anthropic OAuth access token for pi's built-in `anthropic` provider, stored as pi's own `/login` stores a
+	 * Claude Pro/Max login (an OAuth credential, hours from expiry so pi never refreshes it).
+	 */
+	anthropicOAuthToken?: string;
+}
+
 export interface LineSdk {
 	pi: PiSdk;
 	/**
 	 * createAgentSessionServices with credentials kept in memory: `AuthStorage.inMemory()` on 0.73, a
-	 * `ModelRuntime` over an `InMemoryCredentialStore` on 1.x (which has no AuthStorage; no models.json is written).
+	 * `ModelRuntime` over an `InMemoryCredentialStore` on 1.x (which has no AuthStorage). Both read the agent
+	 * dir's models.json when there is one, as pi does; 1.x keeps its model catalog cache in memory, so neither
+	 * line writes a file there.
 	 */
-	createServices(options: ServicesOptions): Promise<Pi073.AgentSessionServices>;
+	createServices(options: ServicesOptions, credentials?: PiCredentials): Promise<Pi073.AgentSessionServices>;
 	/** A registered model: `modelRegistry.find` on 0.73, `modelRuntime.getModel` on 1.x. */
 	findModel(services: Pi073.AgentSessionServices, provider: string, id: string): Model<Api> | undefined;
 	/** Extra bindExtensions fields: 1.x's `mode` (so ctx.mode and ctx.hasUI look like an RPC host); 0.73 has none. */
@@ -148,27 +159,46 @@ async function loadSdk(): Promise<LineSdk> {
 		KeybindingsManager: { create(agentDir?: string): { getEffectiveConfig(): Record<string, unknown> } };
 	};
 	const keybindings = (agentDir: string) => KeybindingsManager.create(agentDir).getEffectiveConfig();
+	const oauth = (access: string) => ({
+		type: "oauth" as const,
+		access,
+		refresh: "sk-ant-ort01-unused-by-the-tests",
+		expires: Date.now() + 8 * 60 * 60 * 1000,
+	});
 	if (line.name === "0.73") {
 		return {
 			pi,
-			createServices: (options) =>
-				pi.createAgentSessionServices({ ...options, authStorage: pi.AuthStorage.inMemory() }),
+			createServices(options, credentials = {}) {
+				const authStorage = pi.AuthStorage.inMemory();
+				if (credentials.anthropicOAuthToken) authStorage.set("anthropic", oauth(credentials.anthropicOAuthToken));
+				return pi.createAgentSessionServices({ ...options, authStorage });
+			},
 			findModel: (services, provider, id) => services.modelRegistry.find(provider, id),
 			bindMode: {},
 			keybindings,
 		};
 	}
+	interface CredentialStore {
+		modify(provider: string, update: () => Promise<ReturnType<typeof oauth>>): Promise<unknown>;
+	}
 	const ai = (await load(join(PI_1X_PREFIX, "node_modules", "@earendil-works", "pi-ai", "dist", "index.js"))) as {
-		InMemoryCredentialStore: new () => unknown;
+		InMemoryCredentialStore: new () => CredentialStore;
+		InMemoryModelsStore: new () => unknown;
 	};
 	const { ModelRuntime } = pi as unknown as { ModelRuntime: { create(options: object): Promise<unknown> } };
 	type WithRuntime = { modelRuntime: { getModel(provider: string, id: string): Model<Api> | undefined } };
 	return {
 		pi,
-		async createServices(options) {
+		async createServices(options, piCredentials = {}) {
 			// PI_OFFLINE (createTestEnv) keeps ModelRuntime from asking pi.dev for a newer model catalog.
 			const credentials = new ai.InMemoryCredentialStore();
-			const modelRuntime = await ModelRuntime.create({ credentials, modelsPath: null });
+			const token = piCredentials.anthropicOAuthToken;
+			if (token) await credentials.modify("anthropic", async () => oauth(token));
+			const modelRuntime = await ModelRuntime.create({
+				credentials,
+				modelsPath: options.agentDir ? join(options.agentDir, "models.json") : null,
+				modelsStore: new ai.InMemoryModelsStore(),
+			});
 			return pi.createAgentSessionServices({ ...options, modelRuntime } as ServicesOptions);
 		},
 		findModel: (services, provider, id) => (services as unknown as WithRuntime).modelRuntime.getModel(provider, id),
