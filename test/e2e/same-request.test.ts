@@ -41,7 +41,7 @@ import { fileURLToPath } from "node:url";
 import type { Api, ImageContent, Model } from "@mariozechner/pi-ai";
 import { describe, expect, it, onTestFinished, vi } from "vitest";
 import { PROBE_TOOL, requestProbe, TINY_PNG } from "../fixtures/request-probe.ts";
-import { fakeAccessToken, setupAccounts } from "../helpers/accounts.ts";
+import { setupAccounts } from "../helpers/accounts.ts";
 import { useE2eWorld } from "../helpers/e2e-world.ts";
 import {
 	type Behaviour,
@@ -52,6 +52,7 @@ import {
 	startFakeAnthropicApi,
 	toolUse,
 } from "../helpers/fake-anthropic-api.ts";
+import { newAccessToken } from "../helpers/fake-token-endpoint.ts";
 import { type PiSession, PROVIDER, waitFor, withTimeout } from "../helpers/pi-harness.ts";
 import { piLine } from "../helpers/pi-line.ts";
 
@@ -76,7 +77,7 @@ const world = useE2eWorld(() => {
 	probe.replacePayload = undefined;
 });
 /** One token for both providers: pi's own login and the extension's account hold the same string. */
-const token = fakeAccessToken("shared");
+const token = newAccessToken("shared");
 
 // ---- set-up ---------------------------------------------------------------------------------------------------
 
