@@ -444,7 +444,8 @@ function writeEvent(res: ServerResponse, event: string, data: unknown): void {
 	res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
 }
 
-function messageStart(model: string): Record<string, unknown> {
+/** The `message_start` event of a streamed answer, as the Messages API sends it. */
+export function messageStart(model: string): Record<string, unknown> {
 	return {
 		type: "message_start",
 		message: {

@@ -5,6 +5,7 @@
  */
 
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { messageStart } from "../../helpers/fake-anthropic-api.ts";
 import { readBody, serveOnLoopback } from "../../helpers/loopback.ts";
 
 export interface RawRequest {
@@ -76,19 +77,7 @@ export function sseEvent(event: string, data: unknown): string {
 /** A complete, valid streamed answer saying `text`. */
 export function validStream(text: string, model = "claude-sonnet-4-5"): string[] {
 	return [
-		sseEvent("message_start", {
-			type: "message_start",
-			message: {
-				id: "msg_fuzz",
-				type: "message",
-				role: "assistant",
-				model,
-				content: [],
-				stop_reason: null,
-				stop_sequence: null,
-				usage: { input_tokens: 3, output_tokens: 1 },
-			},
-		}),
+		sseEvent("message_start", messageStart(model)),
 		sseEvent("content_block_start", {
 			type: "content_block_start",
 			index: 0,
