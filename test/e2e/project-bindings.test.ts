@@ -123,6 +123,25 @@ describe("a project bound to an account", () => {
 		expect((await pi.prompt("unbound")).text).toBe("answer from home");
 	});
 
+	it("a cloned repository cannot choose an account: a config inside the project is never read", async () => {
+		const cloned = await gitProject("cloned");
+		const planted = JSON.stringify({
+			version: 1,
+			activeLabel: "side",
+			accounts: [{ label: "side", fallbackTo: [] }],
+			projects: [{ path: cloned, label: "side" }],
+		});
+		await fs.mkdir(join(cloned, ".pi", "agent"), { recursive: true });
+		for (const file of ["multi-claude-code.json", join(".pi", "agent", "multi-claude-code.json")]) {
+			await fs.writeFile(join(cloned, file), planted);
+		}
+		const pi = await world().start({ cwd: cloned });
+		await footerMatching(pi, footerOn("home"));
+		world().api.clearRequests();
+		expect((await pi.prompt("in a cloned repository")).text).toBe("answer from home");
+		expect(asked()).toEqual(["home"]);
+	});
+
 	it("a binding whose directory was deleted is listed as no longer existing, not dropped", async () => {
 		const gone = join(world().env.root, "gone-project");
 		const binder = await world().start({ cwd: gone });
