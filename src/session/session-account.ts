@@ -34,7 +34,7 @@ export const PREFETCH_MAX_AGE_MS = 2_000;
 export class SessionAccount {
 	label: string | undefined;
 	source: AccountSource | undefined;
-	readonly footer = new AccountFooter();
+	readonly footer = new AccountFooter(() => this.source === "project");
 	/** pi's id of the session (what the stream's options carry), once it started. */
 	sessionId: string | undefined;
 	cwd: string | undefined;

@@ -303,6 +303,8 @@ export interface PromptResult {
 
 export interface PiSessionOptions {
 	env: TestEnv;
+	/** The directory the session runs in (default env.cwd), e.g. a project, a directory below one or a symlink. */
+	cwd?: string;
 	modelId?: string;
 	/** "file" (default) writes the session .jsonl under env.sessionDir; "memory" keeps it in memory. */
 	sessionStorage?: "file" | "memory";
@@ -382,8 +384,10 @@ function textOf(message: AssistantMessage): string {
  */
 export async function startPiSession(options: PiSessionOptions): Promise<PiSession> {
 	const { env } = options;
+	const cwd = options.cwd ?? env.cwd;
 	const timeoutMs = options.timeoutMs ?? 20_000;
 	await prepareDirs(env);
+	await fs.mkdir(cwd, { recursive: true, mode: 0o700 });
 	const sdk = await piSdk();
 	const { pi } = sdk;
 	const modelId = options.modelId ?? DEFAULT_MODEL_ID;
@@ -425,10 +429,10 @@ export async function startPiSession(options: PiSessionOptions): Promise<PiSessi
 	};
 	const sessionManager =
 		options.sessionStorage === "memory"
-			? pi.SessionManager.inMemory(env.cwd)
-			: pi.SessionManager.create(env.cwd, env.sessionDir);
+			? pi.SessionManager.inMemory(cwd)
+			: pi.SessionManager.create(cwd, env.sessionDir);
 	const runtime = await pi.createAgentSessionRuntime(createRuntime, {
-		cwd: env.cwd,
+		cwd,
 		agentDir: env.agentDir,
 		sessionManager,
 	});
