@@ -58,6 +58,7 @@ describe("pi start-up cost", () => {
 			"src/manifest.ts",
 			"src/provider/models.ts",
 			"src/redact.ts",
+			"src/session/registry.ts",
 			"src/settings.ts",
 			"src/text.ts",
 		]);

@@ -143,23 +143,3 @@ function recordedAccount(entries: readonly unknown[]): AccountEntryData | undefi
 function isSource(value: unknown): value is AccountSource {
 	return value === "chosen" || value === "project" || value === "default" || value === "first";
 }
-
-// ---- the sessions of this process -------------------------------------------------------------------------------
-
-const REGISTRY_KEY = Symbol.for("pi-multi-claude-code.sessions");
-
-/**
- * The live sessions of this process by pi's session id. pi 0.73 registers a provider's stream for the whole
- * process (the last session to register wins), so a request finds its own session through the session id its
- * options carry, not through whichever closure pi happened to call. On globalThis: pi evaluates the extension's
- * modules afresh per session on 0.73.
- */
-export function liveSessions(): Map<string, SessionAccount> {
-	const holder = globalThis as unknown as Record<symbol, Map<string, SessionAccount> | undefined>;
-	let sessions = holder[REGISTRY_KEY];
-	if (!sessions) {
-		sessions = new Map();
-		holder[REGISTRY_KEY] = sessions;
-	}
-	return sessions;
-}

@@ -16,7 +16,7 @@ import {
 	labelledAccounts,
 	lastFooter,
 } from "../helpers/account-sessions.ts";
-import type { AccountTokens } from "../helpers/accounts.ts";
+import { type AccountTokens, testCore } from "../helpers/accounts.ts";
 import { useE2eWorld } from "../helpers/e2e-world.ts";
 import { rateLimited } from "../helpers/fake-anthropic-api.ts";
 import { keychainDelete, type PiSession, waitFor } from "../helpers/pi-harness.ts";
@@ -85,6 +85,24 @@ describe("each session keeps the account chosen in it", () => {
 		expect(b.footer()).toMatch(footerOn("side"));
 		expect(a.extensionErrors).toEqual([]);
 		expect(b.extensionErrors).toEqual([]);
+	});
+
+	it("a new session's first request, sent before its extension runtime has loaded, starts from that session's own account", async () => {
+		// A's project is bound to work; B (started after A, so on pi 0.73 its stream serves A's requests too) is not.
+		const project = join(world().env.root, "bound-app");
+		await fs.mkdir(join(project, ".git"), { recursive: true });
+		await testCore().config.update((config) => ({
+			next: { ...config, projects: [{ path: project, label: "work" }] },
+			result: undefined,
+		}));
+		const a = await world().start({ cwd: project, waitForFooter: false });
+		const b = await world().start({ waitForFooter: false });
+		world().api.clearRequests();
+		expect((await a.prompt("at once from A")).text).toBe("answer from work");
+		expect((await b.prompt("at once from B")).text).toBe("answer from home");
+		expect(asked()).toEqual(["work", "home"]);
+		await footerMatching(a, footerOn("work", true));
+		expect(a.extensionErrors).toEqual([]);
 	});
 
 	it("the picker and Ctrl+Shift+A change this session only: the other process's next request keeps its token", async () => {
