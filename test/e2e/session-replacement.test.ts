@@ -121,6 +121,15 @@ async function expectClean(pi: Pi, label: string): Promise<void> {
 }
 
 /** Rounds of new, fork, switch/resume, (clone), reload with a request after each, and bursts without one. */
+/** Starts each action (a command, the shortcut) and replaces the session while it runs; then lets it end. */
+async function raceWithReplacement(pi: Pi, actions: Array<() => Promise<unknown>>): Promise<void> {
+	for (const action of actions) {
+		const running = action();
+		await pi.newSession();
+		await running;
+	}
+}
+
 async function replaceBetweenRequests(pi: Pi): Promise<void> {
 	const homeFile = await savedHomeSession(pi);
 	for (let round = 1; round <= ROUNDS; round++) {
@@ -163,15 +172,8 @@ describe("sessions replaced in quick succession in the SDK", () => {
 
 	it("a command and the shortcut still running while their session is replaced end quietly", async () => {
 		const pi = await world().start();
-		const status = pi.runCommand("/mcc-status");
-		await pi.newSession();
-		await status;
-		const switched = pi.runCommand("/mcc-use home");
-		await pi.newSession();
-		await switched;
-		const cycled = pi.pressShortcut("ctrl+shift+a");
-		await pi.newSession();
-		await cycled;
+		await raceWithReplacement(pi, [() => run(pi, "/mcc-status"), () => run(pi, "/mcc-use home")]);
+		await raceWithReplacement(pi, [() => pi.pressShortcut("ctrl+shift+a")]);
 		// Whichever account the raced commands left as the default, the live session answers on its own.
 		await expectClean(pi, await answeredByLiveAccount(pi, "after the raced commands"));
 	});
@@ -198,12 +200,7 @@ describe("sessions replaced in quick succession in a pi process (RPC)", () => {
 
 	it("a command still running while its session is replaced ends without an unhandled rejection", async () => {
 		const pi = await startPiProcess(world().env);
-		const status = pi.command("/mcc-status");
-		await pi.newSession();
-		await status;
-		const switched = pi.command("/mcc-use home");
-		await pi.newSession();
-		await switched;
+		await raceWithReplacement(pi, [() => run(pi, "/mcc-status"), () => run(pi, "/mcc-use home")]);
 		await expectClean(pi, await answeredByLiveAccount(pi, "after the raced commands"));
 	});
 });
