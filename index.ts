@@ -19,6 +19,7 @@ import {
 	providerApi,
 } from "./src/provider/models.ts";
 import type { Runtime, SessionRuntime } from "./src/runtime.ts";
+import { registerSession, unregisterSession } from "./src/session/registry.ts";
 import { readSettings, settingsKey } from "./src/settings.ts";
 import { errorText } from "./src/text.ts";
 
@@ -59,9 +60,9 @@ export default function multiClaudeCode(pi: ExtensionAPI): void {
 		});
 		return session;
 	};
-	let registered = "";
+	let registeredModels = "";
 	const register = (models: MirroredModel[]): void => {
-		registered = modelsSignature(models);
+		registeredModels = modelsSignature(models);
 		pi.registerProvider(PROVIDER_ID, {
 			name: "Claude (multi-account)",
 			baseUrl,
@@ -97,16 +98,25 @@ export default function multiClaudeCode(pi: ExtensionAPI): void {
 		description: "Cycle this session's Claude account (multi-claude-code)",
 		handler: (ctx) => guarded(ctx, async () => (await sessionRuntime()).cycle(ctx)),
 	});
+	let registration: { id: string; account: Promise<unknown> } | undefined;
 	pi.on("session_start", (_event, ctx) => {
+		// Known to this process's requests at once, before the runtime has loaded (see src/session/registry.ts).
+		void guarded(ctx, () => {
+			const id = ctx.sessionManager.getSessionId();
+			const account = sessionRuntime().then((runtime) => runtime.account);
+			registerSession(id, account);
+			registration = { id, account };
+		});
 		// pi's list can differ from pi-ai's catalog (models.json, pi 1.x's catalog updates): follow it.
 		void guarded(ctx, () => {
 			const live = mirrorAnthropicModels(ctx.modelRegistry.getAll(), { api, baseUrl });
-			if (live.length > 0 && modelsSignature(live) !== registered) register(live);
+			if (live.length > 0 && modelsSignature(live) !== registeredModels) register(live);
 		});
 		// Not awaited: the footer fills in once the runtime has loaded in the background; pi's start goes on.
 		void guarded(ctx, async () => (await sessionRuntime()).started(ctx));
 	});
 	pi.on("session_shutdown", () => {
+		if (registration) unregisterSession(registration.id, registration.account);
 		void guarded(undefined, async () => (await session)?.stopped());
 	});
 	// The session's keychain read starts at the earliest moment of the turn that pi awaits before the request:

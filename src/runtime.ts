@@ -29,11 +29,14 @@ import { notifySafely } from "./host.ts";
 import type { CommandName } from "./manifest.ts";
 import { PI_LINE } from "./provider/models.ts";
 import { type RequestDeps, streamInto } from "./provider/multi-account-stream.ts";
-import { liveSessions, SessionAccount } from "./session/session-account.ts";
+import { registeredSession } from "./session/registry.ts";
+import { SessionAccount } from "./session/session-account.ts";
 import type { Settings } from "./settings.ts";
 
 /** The handlers of one pi session (one extension instance: pi calls the factory once per session). */
 export interface SessionRuntime {
+	/** The session's account and footer. */
+	account: SessionAccount;
 	stream(
 		model: Model<Api>,
 		context: Context,
@@ -78,7 +81,6 @@ export function createRuntime(settings: Settings): Runtime {
 				};
 			const start = async (ctx: ExtensionContext): Promise<void> => {
 				own.attach(ctx);
-				if (own.sessionId && own.live) liveSessions().set(own.sessionId, own);
 				try {
 					await own.resolve(await core.config.read());
 					await refreshFooter(deps);
@@ -89,11 +91,12 @@ export function createRuntime(settings: Settings): Runtime {
 				}
 			};
 			return {
+				account: own,
 				async stream(model, context, options, out) {
 					// pi 0.73 calls the last registered stream for every session of the process: find the request's
 					// own session by the id its options carry.
 					const id = (options as { sessionId?: unknown } | undefined)?.sessionId;
-					const session = (typeof id === "string" ? liveSessions().get(id) : undefined) ?? own;
+					const session = (await registeredSession<SessionAccount>(id)) ?? own;
 					await session.settled();
 					return streamInto(requestDeps, session, model, context, options, out);
 				},
@@ -116,7 +119,6 @@ export function createRuntime(settings: Settings): Runtime {
 				stopped() {
 					own.stop();
 					own.footer.detach();
-					if (own.sessionId && liveSessions().get(own.sessionId) === own) liveSessions().delete(own.sessionId);
 				},
 			};
 		},

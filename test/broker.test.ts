@@ -4,6 +4,7 @@ import { AccountError, TokenBroker, type TokenBrokerOptions } from "../src/broke
 import { KeychainError } from "../src/keychain/secret-store.ts";
 import { TokenEndpointError } from "../src/oauth/token-endpoint.ts";
 import { DEFAULT_REFRESH_MARGIN_MS } from "../src/settings.ts";
+import { rejection } from "./helpers/expect-error.ts";
 import { newAccessToken, newRefreshToken } from "./helpers/fake-token-endpoint.ts";
 import { FakeClock, MemoryLock, MemoryMarks, ScriptedEndpoint } from "./helpers/memory-broker.ts";
 import { MemorySecretStore } from "./helpers/memory-secret-store.ts";
@@ -53,16 +54,6 @@ function harness(options: Partial<TokenBrokerOptions> & { store?: MemorySecretSt
 			return credentials;
 		},
 	};
-}
-
-async function accountError(promise: Promise<unknown>): Promise<AccountError> {
-	try {
-		await promise;
-	} catch (error) {
-		expect(error).toBeInstanceOf(AccountError);
-		return error as AccountError;
-	}
-	throw new Error("expected an AccountError, but the call succeeded");
 }
 
 function expectNoSecret(error: unknown, secrets: readonly string[]): void {
@@ -175,7 +166,7 @@ describe("a refresh token that Anthropic rejects (invalid_grant)", () => {
 		h.storePair("work", START - 1);
 		const before = h.store.items.get("work");
 		h.endpoint.answerNext(invalidGrant());
-		const error = await accountError(h.broker.getAccessToken("work"));
+		const error = await rejection(h.broker.getAccessToken("work"), AccountError);
 		expect(error.kind).toBe("needs_login");
 		expect(error.label).toBe("work");
 		expect(error.message).toContain("/mcc-login work");
@@ -188,8 +179,8 @@ describe("a refresh token that Anthropic rejects (invalid_grant)", () => {
 	it("makes the next request fail fast, without asking the token endpoint again", async () => {
 		h.storePair("work", START - 1);
 		h.endpoint.answerNext(invalidGrant());
-		await accountError(h.broker.getAccessToken("work"));
-		const again = await accountError(h.broker.getAccessToken("work"));
+		await rejection(h.broker.getAccessToken("work"), AccountError);
+		const again = await rejection(h.broker.getAccessToken("work"), AccountError);
 		expect(again.kind).toBe("needs_login");
 		expect(h.endpoint.refreshes).toHaveLength(1);
 		expect((await h.broker.describe("work")).status).toBe("needs_login");
@@ -198,7 +189,7 @@ describe("a refresh token that Anthropic rejects (invalid_grant)", () => {
 	it("is cleared by a new login, after which the account works again", async () => {
 		h.storePair("work", START - 1);
 		h.endpoint.answerNext(invalidGrant());
-		await accountError(h.broker.getAccessToken("work"));
+		await rejection(h.broker.getAccessToken("work"), AccountError);
 		const fresh = h.pair(START + 8 * HOUR);
 		await h.broker.storeLogin("work", fresh);
 		expect(h.marks.marked.has("work")).toBe(false);
@@ -218,7 +209,7 @@ describe("a refresh that fails for another reason", () => {
 		h.storePair("work", START - 1);
 		const before = h.store.items.get("work");
 		h.endpoint.answerNext({ error: new TokenEndpointError("server", "the token endpoint answered HTTP 503", 503) });
-		const error = await accountError(h.broker.getAccessToken("work"));
+		const error = await rejection(h.broker.getAccessToken("work"), AccountError);
 		expect(error.kind).toBe("refresh_failed");
 		expect(error.message).toContain("HTTP 503");
 		expect(error.message).toContain("unchanged");
@@ -233,7 +224,7 @@ describe("a refresh that fails for another reason", () => {
 	it("an unexpected error from the endpoint is reported without its text, which could hold a token", async () => {
 		const stored = h.storePair("work", START - 1);
 		h.endpoint.answerNext({ error: new Error(`socket hang up while sending ${stored.refresh}`) });
-		const error = await accountError(h.broker.getAccessToken("work"));
+		const error = await rejection(h.broker.getAccessToken("work"), AccountError);
 		expect(error.kind).toBe("refresh_failed");
 		expectNoSecret(error, h.secrets);
 	});
@@ -281,7 +272,7 @@ describe("a refresh that fails for another reason", () => {
 
 describe("an account whose keychain item is missing or damaged", () => {
 	it("without an item is reported as revoked, naming /mcc-login and /mcc-remove", async () => {
-		const error = await accountError(h.broker.getAccessToken("gone"));
+		const error = await rejection(h.broker.getAccessToken("gone"), AccountError);
 		expect(error.kind).toBe("revoked");
 		expect(error.label).toBe("gone");
 		expect(error.message).toContain("/mcc-login gone");
@@ -303,7 +294,7 @@ describe("an account whose keychain item is missing or damaged", () => {
 		it(`holding ${what} is reported as unusable without quoting the item`, async () => {
 			const text = secret();
 			h.store.items.set("work", text);
-			const error = await accountError(h.broker.getAccessToken("work"));
+			const error = await rejection(h.broker.getAccessToken("work"), AccountError);
 			expect(error.kind).toBe("unusable");
 			expect(error.message).toContain("/mcc-login work");
 			expect(error.message.includes(text)).toBe(false);
@@ -314,7 +305,7 @@ describe("an account whose keychain item is missing or damaged", () => {
 
 	it("a keychain failure on read is reported as kind keychain with the keychain's own explanation", async () => {
 		h.store.fail("get", () => new KeychainError("timeout", "The keychain did not answer within 20 s."));
-		const error = await accountError(h.broker.getAccessToken("work"));
+		const error = await rejection(h.broker.getAccessToken("work"), AccountError);
 		expect(error.kind).toBe("keychain");
 		expect(error.message).toBe("The keychain did not answer within 20 s.");
 	});
@@ -322,7 +313,7 @@ describe("an account whose keychain item is missing or damaged", () => {
 	it("an unexpected failure of the store is reported as kind keychain without its text", async () => {
 		const secret = newRefreshToken();
 		h.store.fail("get", () => new Error(`internal error near ${secret}`));
-		const error = await accountError(h.broker.getAccessToken("work"));
+		const error = await rejection(h.broker.getAccessToken("work"), AccountError);
 		expect(error.kind).toBe("keychain");
 		expect(error.message).toContain(h.store.backend);
 		expectNoSecret(error, [secret]);
@@ -373,7 +364,7 @@ describe("logging in, comparing and removing", () => {
 	it("a refused authorization code fails with needs_login, stores nothing and does not quote the code", async () => {
 		h.endpoint.answerNext({ error: new TokenEndpointError("invalid_grant", "rejected (invalid_grant)", 400) });
 		const exchange = { code: "secret-code-9876543", state: "s", verifier: "verifier-0123456789", redirectUri: "x" };
-		const error = await accountError(h.broker.loginWithCode("work", exchange));
+		const error = await rejection(h.broker.loginWithCode("work", exchange), AccountError);
 		expect(error.kind).toBe("needs_login");
 		expect(error.message).toContain("/mcc-login work");
 		expectNoSecret(error, [exchange.code, exchange.verifier]);
@@ -406,13 +397,13 @@ describe("logging in, comparing and removing", () => {
 		expect(h.store.items.has("work")).toBe(false);
 		expect(h.marks.marked.has("work")).toBe(false);
 		expect(await h.broker.remove("work")).toBe(false);
-		expect((await accountError(h.broker.getAccessToken("work"))).kind).toBe("revoked");
+		expect((await rejection(h.broker.getAccessToken("work"), AccountError)).kind).toBe("revoked");
 	});
 
 	it("a keychain failure while removing is reported as kind keychain and keeps the item", async () => {
 		h.storePair("work", START - 1);
 		h.store.fail("delete", () => new KeychainError("locked", "The keychain is locked."));
-		const error = await accountError(h.broker.remove("work"));
+		const error = await rejection(h.broker.remove("work"), AccountError);
 		expect(error.kind).toBe("keychain");
 		expect(h.store.items.has("work")).toBe(true);
 	});
@@ -484,7 +475,7 @@ describe("a keychain item that changes while a refresh is out", () => {
 		await until(() => h.endpoint.refreshes.length === 1, "the refresh");
 		h.store.items.delete("work");
 		h.endpoint.release();
-		const error = await accountError(pending);
+		const error = await rejection(pending, AccountError);
 		expect(error.kind).toBe("revoked");
 		expect(error.message).toContain("stays removed");
 		expect(error.message).toContain("/mcc-login work");
@@ -527,7 +518,7 @@ describe("logins and removals during a refresh in progress", () => {
 		await refreshing;
 		expect(await removing).toBe(true);
 		expect(h.store.items.has("work")).toBe(false);
-		expect((await accountError(h.broker.getAccessToken("work"))).kind).toBe("revoked");
+		expect((await rejection(h.broker.getAccessToken("work"), AccountError)).kind).toBe("revoked");
 	});
 });
 
@@ -548,7 +539,7 @@ describe("a refresh another live process has out", () => {
 		h = harness({ waitMs: 300 });
 		const old = h.storePair("work", START - 1);
 		h.lock.senders.set("work", { from: old.expires, who: "pi process 4242, which is stopped," });
-		const error = await accountError(h.broker.getAccessToken("work"));
+		const error = await rejection(h.broker.getAccessToken("work"), AccountError);
 		expect(error.kind).toBe("busy");
 		expect(error.message).toContain("pi process 4242, which is stopped,");
 		expect(error.message).toContain("fg");
@@ -569,7 +560,7 @@ describe("needs-login marks tied to the pair Anthropic rejected", () => {
 	it("name the rejected pair by its expiry", async () => {
 		const rejected = h.storePair("work", START - 1);
 		h.endpoint.answerNext(invalidGrant);
-		await accountError(h.broker.getAccessToken("work"));
+		await rejection(h.broker.getAccessToken("work"), AccountError);
 		expect(h.marks.marked.get("work")).toEqual({
 			reason: "refresh token rejected (invalid_grant)",
 			pairExpires: rejected.expires,
@@ -640,7 +631,7 @@ describe("a rotated pair the keychain would not store", () => {
 		h.store.fail("set", () => new KeychainError("locked", "locked"));
 		await h.broker.getAccessToken("work");
 		h.store.items.delete("work");
-		expect((await accountError(h.broker.getAccessToken("work"))).kind).toBe("revoked");
+		expect((await rejection(h.broker.getAccessToken("work"), AccountError)).kind).toBe("revoked");
 		h.store.clearFailures();
 		const sets = h.store.count("set");
 		await new Promise((resolve) => setTimeout(resolve, 200));

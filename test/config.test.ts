@@ -7,6 +7,7 @@ import { caseTwin, labelCaseClash, labelProblem } from "../src/config/schema.ts"
 import { ConfigError, createConfigStore, createStateStore, MIGRATE_COMMAND } from "../src/config/stores.ts";
 import { MAX_FILE_BYTES } from "../src/fs/private-file.ts";
 import { printable } from "../src/text.ts";
+import { rejection } from "./helpers/expect-error.ts";
 import { REPO_ROOT, runCommand } from "./helpers/keyring.ts";
 
 let dir: string;
@@ -20,16 +21,6 @@ beforeEach(async () => {
 afterEach(async () => {
 	await fs.rm(dir, { recursive: true, force: true });
 });
-
-async function configError(promise: Promise<unknown>): Promise<ConfigError> {
-	try {
-		await promise;
-	} catch (error) {
-		expect(error).toBeInstanceOf(ConfigError);
-		return error as ConfigError;
-	}
-	throw new Error("expected a ConfigError, but the call succeeded");
-}
 
 function addAccount(label: string, fallbackTo: string[] = []) {
 	return (config: AccountsConfig) => {
@@ -179,7 +170,7 @@ describe("a config file this extension cannot use", () => {
 		it(`holding ${bad.name} is refused with a ConfigError naming the file, and left byte-identical`, async () => {
 			const store = createConfigStore(file);
 			const before = await writeRaw(bad.content);
-			const error = await configError(store.read());
+			const error = await rejection(store.read(), ConfigError);
 			expect(error.kind).toBe(bad.kind);
 			expect(error.file).toBe(file);
 			expect(error.message).toContain(file);
@@ -189,7 +180,7 @@ describe("a config file this extension cannot use", () => {
 			}
 			expect(error.message).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f]/);
 			// update() refuses to write over it, and nothing else is left in the directory.
-			const refused = await configError(store.update(addAccount("new")));
+			const refused = await rejection(store.update(addAccount("new")), ConfigError);
 			expect(refused.kind).toBe(bad.kind);
 			expect(await fs.readFile(file)).toEqual(before);
 			expect(await fs.readdir(dir)).toEqual([basename(file)]);
@@ -198,7 +189,7 @@ describe("a config file this extension cannot use", () => {
 
 	it("the legacy message names the migration command exactly", async () => {
 		await writeRaw(badFiles.find((bad) => bad.kind === "legacy")?.content ?? "");
-		const error = await configError(createConfigStore(file).read());
+		const error = await rejection(createConfigStore(file).read(), ConfigError);
 		expect(MIGRATE_COMMAND).toBe("npx pi-mcc-migrate");
 		expect(error.message).toContain("`npx pi-mcc-migrate`");
 	});
@@ -207,11 +198,11 @@ describe("a config file this extension cannot use", () => {
 		const padding = " ".repeat(MAX_FILE_BYTES);
 		const before = await writeRaw(`{"version":1,"accounts":[]${padding}}`);
 		const store = createConfigStore(file);
-		const error = await configError(store.read());
+		const error = await rejection(store.read(), ConfigError);
 		expect(error.kind).toBe("invalid");
 		expect(error.message).toContain(file);
 		expect(error.message).toContain(String(before.length));
-		expect((await configError(store.update(addAccount("new")))).kind).toBe("invalid");
+		expect((await rejection(store.update(addAccount("new")), ConfigError)).kind).toBe("invalid");
 		expect((await fs.readFile(file)).equals(before)).toBe(true);
 	});
 
@@ -228,11 +219,11 @@ describe("a config file this extension cannot use", () => {
 		await fs.writeFile(target, content, { mode: 0o600 });
 		await fs.symlink(target, file);
 		const store = createConfigStore(file);
-		const error = await configError(store.read());
+		const error = await rejection(store.read(), ConfigError);
 		expect(error.kind).toBe("unsafe");
 		expect(error.message).toContain(file);
 		expect(error.message).toContain("symbolic link");
-		expect((await configError(store.update(addAccount("new")))).kind).toBe("unsafe");
+		expect((await rejection(store.update(addAccount("new")), ConfigError)).kind).toBe("unsafe");
 		expect((await fs.lstat(file)).isSymbolicLink()).toBe(true);
 		expect(await fs.readlink(file)).toBe(target);
 		expect((await fs.readFile(target)).equals(content)).toBe(true);
@@ -246,11 +237,11 @@ describe("a config file this extension cannot use", () => {
 		it(`writable by ${who} (mode ${mode.toString(8)}) is refused with the chmod that fixes it`, async () => {
 			const before = await writeRaw(v1([{ label: "a" }]), mode);
 			const store = createConfigStore(file);
-			const error = await configError(store.read());
+			const error = await rejection(store.read(), ConfigError);
 			expect(error.kind).toBe("unsafe");
 			expect(error.message).toContain(file);
 			expect(error.message).toContain(`chmod 600 '${file}'`);
-			expect((await configError(store.update(addAccount("new")))).kind).toBe("unsafe");
+			expect((await rejection(store.update(addAccount("new")), ConfigError)).kind).toBe("unsafe");
 			expect((await fs.readFile(file)).equals(before)).toBe(true);
 			expect((await fs.stat(file)).mode & 0o777).toBe(mode);
 		});
@@ -258,7 +249,7 @@ describe("a config file this extension cannot use", () => {
 
 	it("that is a directory is refused as not a regular file", async () => {
 		await fs.mkdir(file);
-		const error = await configError(createConfigStore(file).read());
+		const error = await rejection(createConfigStore(file).read(), ConfigError);
 		expect(error.kind).toBe("unsafe");
 		expect(error.message).toContain(`${file} is not a regular file`);
 	});
@@ -267,7 +258,7 @@ describe("a config file this extension cannot use", () => {
 		const stateFile = join(dir, "multi-claude-code-state.json");
 		const content = JSON.stringify({ version: 1, needsLogin: { a: { since: 1, reason: legacyRefresh } } });
 		await fs.writeFile(stateFile, content, { mode: 0o600 });
-		const error = await configError(createStateStore(stateFile).read());
+		const error = await rejection(createStateStore(stateFile).read(), ConfigError);
 		expect(error.kind).toBe("unsafe");
 		expect(error.message).toContain(stateFile);
 		expect(error.message.includes(legacyRefresh)).toBe(false);
@@ -317,7 +308,7 @@ describe("labels that differ only in letter case", () => {
 		const store = createConfigStore(file);
 		await store.update(addAccount("work"));
 		const before = await fs.readFile(file);
-		const error = await configError(store.update(addAccount("Work")));
+		const error = await rejection(store.update(addAccount("Work")), ConfigError);
 		expect(error.kind).toBe("invalid");
 		expect(error.message).toMatch(/accounts\[1\]\.label: "Work" differs from "work" only in letter case/);
 		expect((await fs.readFile(file)).equals(before)).toBe(true);
@@ -393,7 +384,7 @@ describe("files the stores write", () => {
 		await store.update(addAccount("a"));
 		const before = await fs.readFile(file);
 		for (const change of [addAccount("a"), addAccount("b", ["ghost"]), addAccount("../evil")]) {
-			const error = await configError(store.update(change));
+			const error = await rejection(store.update(change), ConfigError);
 			expect(error.kind).toBe("invalid");
 		}
 		expect((await fs.readFile(file)).equals(before)).toBe(true);

@@ -4,6 +4,7 @@
  * carries a user name or password, is refused before any request. Every "second server" here is a real HTTP
  * server on 127.0.0.1 that would receive the token if the extension let it go there.
  */
+
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,6 +26,7 @@ import { streamInto } from "../src/provider/multi-account-stream.ts";
 import { fetchOAuthUsage } from "../src/provider/usage.ts";
 import { SessionAccount } from "../src/session/session-account.ts";
 import { endpointUrlProblem, readSettings, shownUrl } from "../src/settings.ts";
+import { rejection } from "./helpers/expect-error.ts";
 import { type FakeAnthropicApi, startFakeAnthropicApi } from "./helpers/fake-anthropic-api.ts";
 import { type FakeTokenEndpoint, startFakeTokenEndpoint } from "./helpers/fake-token-endpoint.ts";
 import { once, requireSecretService, secretToolClear, secretToolLookup, uniqueService } from "./helpers/keyring.ts";
@@ -98,15 +100,6 @@ async function coreWithAccount(env: NodeJS.ProcessEnv, expiresInMs: number): Pro
 	return core;
 }
 
-async function accountError(promise: Promise<unknown>): Promise<AccountError> {
-	const error = await promise.then(
-		() => undefined,
-		(caught: unknown) => caught,
-	);
-	if (!(error instanceof AccountError)) throw new Error(`expected an AccountError, got ${String(error)}`);
-	return error;
-}
-
 function recordingContext(): { ctx: ExtensionCommandContext; messages: string[] } {
 	const messages: string[] = [];
 	const ui = { notify: (message: string) => messages.push(message) };
@@ -124,7 +117,7 @@ describe("a token endpoint that answers a refresh with a redirect", () => {
 			target.password = "p4ssw0rd-in-location";
 			target.search = "?session=query-secret-123";
 			tokens.redirectTo(status, target.href);
-			const error = await accountError(core.broker.getAccessToken(label));
+			const error = await rejection(core.broker.getAccessToken(label), AccountError);
 			expect(error.kind).toBe("refresh_failed");
 			expect(error.message).toContain(`redirect (HTTP ${status} to ${elsewhere.url})`);
 			expect(error.message).toContain("PI_MCC_TOKEN_URL");
@@ -143,7 +136,7 @@ describe("a token endpoint that answers a refresh with a redirect", () => {
 		const core = createCore(readSettings(env({})));
 		tokens.redirectTo(307, elsewhere.url);
 		const exchange = { code: "code-0123456789", state: "state", verifier: "verifier-0123456789", redirectUri: "x" };
-		const error = await accountError(core.broker.loginWithCode(label, exchange));
+		const error = await rejection(core.broker.loginWithCode(label, exchange), AccountError);
 		expect(error.kind).toBe("needs_login");
 		expect(error.message).toContain("redirect (HTTP 307");
 		expect(elsewhere.requests).toEqual([]);
@@ -235,7 +228,7 @@ describe("endpoint overrides that may not receive tokens", () => {
 			const { label, tokens, env } = current();
 			const core = await coreWithAccount(env({ PI_MCC_TOKEN_URL: url.replace("PORT", String(tokens.port)) }), -HOUR);
 			const before = await secretToolLookup(SERVICE, label);
-			const error = await accountError(core.broker.getAccessToken(label));
+			const error = await rejection(core.broker.getAccessToken(label), AccountError);
 			expect(error.kind).toBe("refresh_failed");
 			expect(error.message).toContain("PI_MCC_TOKEN_URL is refused");
 			expect(error.message).not.toContain("hunter2-password");
@@ -243,13 +236,14 @@ describe("endpoint overrides that may not receive tokens", () => {
 			expect(tokens.requests).toEqual([]);
 			expect(await secretToolLookup(SERVICE, label)).toBe(before);
 			// A login is refused the same way: no code leaves the machine.
-			const login = await accountError(
+			const login = await rejection(
 				core.broker.loginWithCode(label, {
 					code: "c-0123456789",
 					state: "s",
 					verifier: "v-0123456789",
 					redirectUri: "x",
 				}),
+				AccountError,
 			);
 			expect(login.message).toContain("PI_MCC_TOKEN_URL is refused");
 			expect(tokens.requests).toEqual([]);
@@ -260,12 +254,12 @@ describe("endpoint overrides that may not receive tokens", () => {
 		const { label, tokens, env } = current();
 		const core = await coreWithAccount(env({ PI_MCC_TOKEN_URL: `${tokens.url}?api-key=query-secret-456` }), -HOUR);
 		tokens.setMode("http500");
-		const error = await accountError(core.broker.getAccessToken(label));
+		const error = await rejection(core.broker.getAccessToken(label), AccountError);
 		expect(error.message).toContain("HTTP 500");
 		expect(tokens.requests).toHaveLength(1);
 		const withRedirect = await (async () => {
 			tokens.redirectTo(302, "/elsewhere");
-			return accountError(core.broker.getAccessToken(label));
+			return rejection(core.broker.getAccessToken(label), AccountError);
 		})();
 		expect(withRedirect.message).toContain(`redirect (HTTP 302 to http://127.0.0.1:${tokens.port}/elsewhere)`);
 		for (const message of [error.message, withRedirect.message]) expect(message).not.toContain("query-secret-456");

@@ -3,6 +3,7 @@
  * characters. The extension counts the same way and refuses a larger pair on every system, before anything is
  * written — also after a refresh, where the stored login must then stay as it was. Real Secret Service, real HTTP.
  */
+
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,13 +16,14 @@ import {
 	type StoredCredentials,
 	serializeCredentials,
 } from "../src/broker/credentials.ts";
-import { AccountError, type Clock, TokenBroker } from "../src/broker/token-broker.ts";
+import { AccountError, TokenBroker } from "../src/broker/token-broker.ts";
 import { createStateStore } from "../src/config/stores.ts";
 import { OsSecretStore } from "../src/keychain/os-secret-store.ts";
 import { MAX_SECRET_BYTES, storedSecretBytes } from "../src/keychain/secret-store.ts";
 import { ANTHROPIC_OAUTH, HttpTokenEndpoint } from "../src/oauth/token-endpoint.ts";
 import { type FakeTokenEndpoint, startFakeTokenEndpoint } from "./helpers/fake-token-endpoint.ts";
 import { once, requireSecretService, secretToolClear, secretToolLookup, uniqueService } from "./helpers/keyring.ts";
+import { FakeClock } from "./helpers/memory-broker.ts";
 
 const SERVICE = uniqueService("item-size");
 /** `{"v":1,"access":"…","refresh":"…","expires":<13 digits>}` around the two tokens. */
@@ -57,13 +59,6 @@ describe("the size of a keychain item, counted as Windows stores it", () => {
 	});
 });
 
-class SettableClock implements Clock {
-	time = Date.now();
-	now(): number {
-		return this.time;
-	}
-}
-
 interface World {
 	dir: string;
 	label: string;
@@ -90,7 +85,7 @@ beforeEach(async () => {
 		endpoint: new HttpTokenEndpoint({ url: fake.url, timeoutMs: 5_000 }),
 		lock: new FileRefreshLock(join(dir, "multi-claude-code-locks"), { waitMs: 10_000 }),
 		marks: new StateLoginMarks(createStateStore(stateFile)),
-		clock: new SettableClock(),
+		clock: new FakeClock(),
 	});
 	world = { dir, label: `acct-${randomBytes(4).toString("hex")}`, fake, broker, stateFile };
 });

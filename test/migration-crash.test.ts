@@ -1,5 +1,5 @@
 import { promises as fs } from "node:fs";
-import { describe, expect, test } from "vitest";
+import { describe, expect, it } from "vitest";
 import { parseAccountsConfig } from "../src/config/stores.ts";
 import { type LegacyAccountFixture, legacyAccount } from "./helpers/migration-sandbox.ts";
 import { CONFIG, credentialsOf, useMigrationWorld } from "./helpers/migration-world.ts";
@@ -22,7 +22,7 @@ async function expectNoAccountLost(original: string, accounts: readonly LegacyAc
 }
 
 describe("failures part-way leave the original file byte-identical and say what is in the keychain", () => {
-	test("an unreachable keychain stops the run before anything changes", async () => {
+	it("an unreachable keychain stops the run before anything changes", async () => {
 		await givenLegacyConfig([legacyAccount("offline")]);
 		world.tokensMayRemainIn = [CONFIG];
 		const before = await world.sandbox.snapshot();
@@ -35,7 +35,7 @@ describe("failures part-way leave the original file byte-identical and say what 
 		expect(await world.sandbox.snapshot()).toEqual(before);
 	});
 
-	test("a keychain item created by someone else during the run is not overwritten", async () => {
+	it("a keychain item created by someone else during the run is not overwritten", async () => {
 		const first = legacyAccount("first");
 		const second = legacyAccount("second");
 		const original = await givenLegacyConfig([first, second]);
@@ -55,7 +55,7 @@ describe("failures part-way leave the original file byte-identical and say what 
 		world.tokensMayRemainIn = [CONFIG];
 	});
 
-	test("a file edited by another program during the run is not overwritten", async () => {
+	it("a file edited by another program during the run is not overwritten", async () => {
 		const account = legacyAccount("edited");
 		const original = await givenLegacyConfig([account]);
 		const paused = await world.migrate.startPaused([], "verified");
@@ -73,7 +73,7 @@ describe("failures part-way leave the original file byte-identical and say what 
 });
 
 describe("a run killed at any point loses nothing and a re-run completes it", () => {
-	test.each(["locked", "stored:alpha", "verified", "written"])("SIGKILL at %s", async (step) => {
+	it.each(["locked", "stored:alpha", "verified", "written"])("SIGKILL at %s", async (step) => {
 		const alpha = legacyAccount("alpha");
 		const beta = legacyAccount("beta");
 		const original = await givenLegacyConfig([alpha, beta]);
@@ -89,7 +89,7 @@ describe("a run killed at any point loses nothing and a re-run completes it", ()
 		await world.expectMigrated([alpha, beta]);
 	});
 
-	test("dying inside the file's atomic rewrite leaves the original intact; a re-run removes its temp file", async () => {
+	it("dying inside the file's atomic rewrite leaves the original intact; a re-run removes its temp file", async () => {
 		const one = legacyAccount("one");
 		const two = legacyAccount("two");
 		const original = await givenLegacyConfig([one, two]);
@@ -110,7 +110,7 @@ describe("a run killed at any point loses nothing and a re-run completes it", ()
 		await world.expectMigrated([one, two]);
 	});
 
-	test("SIGKILL at random moments while tokens move, many times over", async () => {
+	it("SIGKILL at random moments while tokens move, many times over", async () => {
 		const labels = (round: number): string[] => ["a", "b", "c", "d", "e"].map((x) => `r${round}${x}`);
 		// Calibrate on this machine: how long a run works after printing its plan (under the lock, before the
 		// first keychain write) until it exits. The kills are spread over that window.
@@ -139,7 +139,7 @@ describe("a run killed at any point loses nothing and a re-run completes it", ()
 		}
 	});
 
-	test("two runs at once: one migrates, the other waits for the lock and finds nothing left to do", async () => {
+	it("two runs at once: one migrates, the other waits for the lock and finds nothing left to do", async () => {
 		const accounts = [legacyAccount("left"), legacyAccount("right")];
 		await givenLegacyConfig(accounts);
 

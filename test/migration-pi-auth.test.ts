@@ -1,9 +1,9 @@
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import lockfile from "proper-lockfile";
-import { describe, expect, test } from "vitest";
+import { describe, expect, it } from "vitest";
 import { parseAccountsConfig } from "../src/config/stores.ts";
-import { fakeAccessToken, fakeRefreshToken } from "./helpers/accounts.ts";
+import { newAccessToken, newRefreshToken } from "./helpers/fake-token-endpoint.ts";
 import { legacyAccount } from "./helpers/migration-sandbox.ts";
 import { AUTH, useMigrationWorld, withoutAnthropic } from "./helpers/migration-world.ts";
 
@@ -11,7 +11,7 @@ const world = useMigrationWorld();
 const { run, cli, givenLegacyConfig, givenPiAuth } = world;
 
 describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () => {
-	test("stores it under the label, creates the config, and cuts exactly that entry out of auth.json", async () => {
+	it("stores it under the label, creates the config, and cuts exactly that entry out of auth.json", async () => {
 		world.labels.add("pi");
 		const login = await givenPiAuth("middle");
 
@@ -30,7 +30,7 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 		expect(files.sort()).toEqual(["auth.json", "multi-claude-code.json"]);
 	});
 
-	test("adds the label to an existing config and keeps its accounts; a second run has nothing to import", async () => {
+	it("adds the label to an existing config and keeps its accounts; a second run has nothing to import", async () => {
 		world.labels.add("imported");
 		const existing = { version: 1, activeLabel: "home", accounts: [{ label: "home", fallbackTo: [] }] };
 		await world.sandbox.write(world.sandbox.configFile, JSON.stringify(existing));
@@ -51,7 +51,7 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 		expect(await world.sandbox.snapshot()).toEqual(after);
 	});
 
-	test("a dry run prints the plan and changes nothing", async () => {
+	it("a dry run prints the plan and changes nothing", async () => {
 		world.labels.add("planned");
 		await givenPiAuth("first");
 		world.tokensMayRemainIn = [AUTH];
@@ -66,7 +66,7 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 		expect(await world.keychain.store.get("planned")).toBeNull();
 	});
 
-	test("waits for pi's own lock on auth.json before touching anything", async () => {
+	it("waits for pi's own lock on auth.json before touching anything", async () => {
 		world.labels.add("patient");
 		const login = await givenPiAuth("middle");
 		const release = await lockfile.lock(world.sandbox.authFile, { realpath: false, stale: 30_000 });
@@ -102,7 +102,7 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 			setup: () =>
 				world.sandbox.write(
 					world.sandbox.authFile,
-					JSON.stringify({ anthropic: { type: "api_key", key: fakeRefreshToken("mig") } }),
+					JSON.stringify({ anthropic: { type: "api_key", key: newRefreshToken("mig") } }),
 				),
 			says: "is not an OAuth (Claude Pro/Max) login",
 		},
@@ -112,7 +112,7 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 			setup: () =>
 				world.sandbox.write(
 					world.sandbox.authFile,
-					JSON.stringify({ anthropic: { type: "oauth", access: fakeAccessToken("mig"), expires: 1 } }),
+					JSON.stringify({ anthropic: { type: "oauth", access: newAccessToken("mig"), expires: 1 } }),
 				),
 			says: "is incomplete",
 		},
@@ -167,7 +167,7 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 		},
 	];
 
-	test.each(refusals)("refuses, changing nothing: $name", async ({ label, setup, says, code }) => {
+	it.each(refusals)("refuses, changing nothing: $name", async ({ label, setup, says, code }) => {
 		world.labels.add(label);
 		await setup();
 		const before = await world.sandbox.snapshot();
@@ -182,7 +182,7 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 		expect(await world.keychain.store.get(label)).toBe(keychainBefore);
 	});
 
-	test("dying inside auth.json's rewrite leaves pi's login in place; a re-run removes the temp copy and finishes", async () => {
+	it("dying inside auth.json's rewrite leaves pi's login in place; a re-run removes the temp copy and finishes", async () => {
 		world.labels.add("stuck");
 		// auth.json stays over 1 KiB without the entry, the new config under it: only auth.json's rewrite dies.
 		const login = await givenPiAuth("middle", 1_200);
@@ -206,7 +206,7 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 		expect(await world.sandbox.read(world.sandbox.authFile)).toBe(withoutAnthropic(login.data));
 	});
 
-	test("a run removes only temp files of its own naming whose writer is gone or that are old", async () => {
+	it("a run removes only temp files of its own naming whose writer is gone or that are old", async () => {
 		world.labels.add("tidy");
 		await givenPiAuth();
 		const pidMax = Number(await fs.readFile("/proc/sys/kernel/pid_max", "utf8").catch(() => "4194304"));
@@ -233,7 +233,7 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 		expect(result.stdout.match(/^Removed .*\.tmp, a temp file/gm)).toHaveLength(2);
 	});
 
-	test("a config broken after the keychain write stops the move; auth.json keeps the login till a re-run", async () => {
+	it("a config broken after the keychain write stops the move; auth.json keeps the login till a re-run", async () => {
 		world.labels.add("halfway");
 		const login = await givenPiAuth("first");
 		const paused = await world.migrate.startPaused(["--from-pi-auth", "halfway"], "pi-auth-stored");
@@ -253,7 +253,7 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 		expect(await world.sandbox.read(world.sandbox.authFile)).toBe(withoutAnthropic(login.data));
 	});
 
-	test("auth.json edited by another program during the import is not overwritten", async () => {
+	it("auth.json edited by another program during the import is not overwritten", async () => {
 		world.labels.add("edited");
 		const login = await givenPiAuth("last");
 		const paused = await world.migrate.startPaused(["--from-pi-auth", "edited"], "pi-auth-config-written");
@@ -270,7 +270,7 @@ describe("--from-pi-auth moves pi's own Anthropic login into the keychain", () =
 		expect(await world.sandbox.read(world.sandbox.authFile)).toBe(withoutAnthropic(login.data));
 	});
 
-	test.each(["pi-auth-locked", "pi-auth-stored", "pi-auth-config-written", "pi-auth-removed"])(
+	it.each(["pi-auth-locked", "pi-auth-stored", "pi-auth-config-written", "pi-auth-removed"])(
 		"SIGKILL at %s loses nothing and a re-run completes the move",
 		async (step) => {
 			world.labels.add("moved");

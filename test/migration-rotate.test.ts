@@ -1,5 +1,5 @@
 import { promises as fs } from "node:fs";
-import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { HttpTokenEndpoint, TokenEndpointError } from "../src/oauth/token-endpoint.ts";
 import { type FakeTokenEndpoint, startFakeTokenEndpoint } from "./helpers/fake-token-endpoint.ts";
 import { type LegacyAccountFixture, legacyAccount } from "./helpers/migration-sandbox.ts";
@@ -41,7 +41,7 @@ async function refreshWithCopy(refresh: string): Promise<"accepted" | string> {
 }
 
 describe("--rotate spends the refresh token that copies of the old file hold", () => {
-	test("after migrating the old config, its refresh tokens are refused; the keychain holds the new pairs", async () => {
+	it("after migrating the old config, its refresh tokens are refused; the keychain holds the new pairs", async () => {
 		const accounts = [legacyAccount("home"), legacyAccount("office")];
 		await givenLiveLegacyConfig(accounts);
 
@@ -60,7 +60,7 @@ describe("--rotate spends the refresh token that copies of the old file hold", (
 		await expectConfigLabels(["home", "office"]);
 	});
 
-	test("without --rotate the copies' refresh tokens stay valid, and the advice names --rotate and claude.ai", async () => {
+	it("without --rotate the copies' refresh tokens stay valid, and the advice names --rotate and claude.ai", async () => {
 		const account = legacyAccount("kept");
 		await givenLiveLegacyConfig([account]);
 
@@ -75,7 +75,7 @@ describe("--rotate spends the refresh token that copies of the old file hold", (
 		expect(await refreshWithCopy(account.refreshToken ?? "")).toBe("accepted");
 	});
 
-	test("--from-pi-auth --rotate spends the refresh token of auth.json's copy of the login", async () => {
+	it("--from-pi-auth --rotate spends the refresh token of auth.json's copy of the login", async () => {
 		world.labels.add("pi");
 		const login = await givenPiAuth();
 		endpoint.registerRefreshToken(login.credentials.refresh);
@@ -88,7 +88,7 @@ describe("--rotate spends the refresh token that copies of the old file hold", (
 		expect(await refreshWithCopy(login.credentials.refresh)).toBe("invalid_grant");
 	});
 
-	test("a rotation that fails after the move loses nothing, says the copies still work and what to run", async () => {
+	it("a rotation that fails after the move loses nothing, says the copies still work and what to run", async () => {
 		const account = legacyAccount("stays");
 		await givenLiveLegacyConfig([account]);
 		endpoint.setMode("http500");
@@ -113,7 +113,7 @@ describe("--rotate spends the refresh token that copies of the old file hold", (
 		expect(await refreshWithCopy(account.refreshToken ?? "")).toBe("invalid_grant");
 	});
 
-	test("--rotate --dry-run says what it would rotate, before and after the move, and changes nothing", async () => {
+	it("--rotate --dry-run says what it would rotate, before and after the move, and changes nothing", async () => {
 		await givenLiveLegacyConfig([legacyAccount("planned")]);
 		world.tokensMayRemainIn = [CONFIG];
 		const before = await world.sandbox.snapshot();

@@ -1,9 +1,9 @@
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
-import { describe, expect, test } from "vitest";
+import { describe, expect, it } from "vitest";
 import { parseAccountsConfig } from "../src/config/stores.ts";
 import { convertLegacyConfig } from "../src/migration/legacy-config.ts";
-import { fakeRefreshToken } from "./helpers/accounts.ts";
+import { newRefreshToken } from "./helpers/fake-token-endpoint.ts";
 import { ROOT } from "./helpers/migration-cli.ts";
 import { legacyAccount, legacyText, tokensOf } from "./helpers/migration-sandbox.ts";
 import { CONFIG, credentialsOf, useMigrationWorld } from "./helpers/migration-world.ts";
@@ -12,7 +12,7 @@ const world = useMigrationWorld();
 const { run, cli, givenLegacyConfig } = world;
 
 describe("migrating the old plaintext config", () => {
-	test("moves all tokens to the keychain, rewrites the file in the new format, keeps non-secret fields", async () => {
+	it("moves all tokens to the keychain, rewrites the file in the new format, keeps non-secret fields", async () => {
 		const work = legacyAccount("work", { fallbackTo: "personal", email: "w@example.com" });
 		const personal = legacyAccount("personal", { fallbackTo: ["work", "ghost"] });
 		await givenLegacyConfig([work, personal], { activeLabel: "work", theme: "dark" });
@@ -35,7 +35,7 @@ describe("migrating the old plaintext config", () => {
 		expect(await agentDirFiles()).toEqual(["multi-claude-code.json"]);
 	});
 
-	test("a dry run prints the plan and changes neither the files nor the keychain", async () => {
+	it("a dry run prints the plan and changes neither the files nor the keychain", async () => {
 		const kept = legacyAccount("kept");
 		const fresh = legacyAccount("fresh");
 		await givenLegacyConfig([kept, fresh]);
@@ -54,7 +54,7 @@ describe("migrating the old plaintext config", () => {
 		expect(await world.keychain.credentials("fresh")).toBeNull();
 	});
 
-	test("a dry run names a keychain item it would replace, and fails unless --replace is given", async () => {
+	it("a dry run names a keychain item it would replace, and fails unless --replace is given", async () => {
 		const account = legacyAccount("taken");
 		await givenLegacyConfig([account]);
 		await world.keychain.put("taken", { ...credentialsOf(legacyAccount("other")), expires: 1 });
@@ -72,7 +72,7 @@ describe("migrating the old plaintext config", () => {
 		expect((await world.keychain.credentials("taken"))?.expires).toBe(1);
 	});
 
-	test("running it again on a migrated file says so, exits 0 and changes nothing", async () => {
+	it("running it again on a migrated file says so, exits 0 and changes nothing", async () => {
 		const account = legacyAccount("solo");
 		await givenLegacyConfig([account]);
 		expect((await cli()).code).toBe(0);
@@ -86,7 +86,7 @@ describe("migrating the old plaintext config", () => {
 		await world.expectMigrated([account]);
 	});
 
-	test("a keychain item with a different login is not overwritten: the run stops and changes nothing", async () => {
+	it("a keychain item with a different login is not overwritten: the run stops and changes nothing", async () => {
 		const differs = legacyAccount("differs");
 		const foreign = legacyAccount("foreign");
 		const fresh = legacyAccount("fresh");
@@ -109,7 +109,7 @@ describe("migrating the old plaintext config", () => {
 		expect(await world.keychain.credentials("fresh")).toBeNull();
 	});
 
-	test("--replace overwrites a different keychain item with the file's tokens", async () => {
+	it("--replace overwrites a different keychain item with the file's tokens", async () => {
 		const account = legacyAccount("differs");
 		await givenLegacyConfig([account]);
 		await world.keychain.store.set("differs", "not written by this extension");
@@ -120,7 +120,7 @@ describe("migrating the old plaintext config", () => {
 		await world.expectMigrated([account]);
 	});
 
-	test("--file migrates the named file; a missing default is nothing to do, a missing named file an error", async () => {
+	it("--file migrates the named file; a missing default is nothing to do, a missing named file an error", async () => {
 		const nothing = await cli();
 		const missing = await cli(["--file", join(world.sandbox.home, "nope.json")]);
 		const other = join(world.sandbox.home, "elsewhere.json");
@@ -143,7 +143,7 @@ describe("migrating the old plaintext config", () => {
 		expect(await agentDirFiles()).toEqual([]);
 	});
 
-	test("--help documents every flag and exits 0; an unknown flag exits 2 and changes nothing", async () => {
+	it("--help documents every flag and exits 0; an unknown flag exits 2 and changes nothing", async () => {
 		await givenLegacyConfig([legacyAccount("idle")]);
 		world.tokensMayRemainIn = [CONFIG];
 		const before = await world.sandbox.snapshot();
@@ -162,7 +162,7 @@ describe("migrating the old plaintext config", () => {
 });
 
 describe("bad input is refused with a clear message and nothing changed", () => {
-	const token = fakeRefreshToken("mig");
+	const token = newRefreshToken("mig");
 	const cases: { name: string; text: string; says: string | RegExp }[] = [
 		{
 			name: "unparsable JSON",
@@ -223,7 +223,7 @@ describe("bad input is refused with a clear message and nothing changed", () => 
 		},
 	];
 
-	test.each(cases)("$name", async ({ text, says }) => {
+	it.each(cases)("$name", async ({ text, says }) => {
 		const labels = ["a", "twin", "Work", "work", "my work", "ok", "half", "keyed", "proto", "big"];
 		for (const label of labels) world.labels.add(label);
 		world.tokens.push(token, ...[...text.matchAll(/sk-ant-[a-z0-9]+-mig-[0-9a-f]{24}/g)].map((match) => match[0]));
@@ -241,7 +241,7 @@ describe("bad input is refused with a clear message and nothing changed", () => 
 		for (const label of labels) expect(await world.keychain.store.get(label)).toBeNull();
 	});
 
-	test("a symlinked config is not followed", async () => {
+	it("a symlinked config is not followed", async () => {
 		const account = legacyAccount("linked");
 		const target = join(world.sandbox.home, "real.json");
 		world.labels.add("linked");
@@ -259,7 +259,7 @@ describe("bad input is refused with a clear message and nothing changed", () => 
 		expect(await world.keychain.store.get("linked")).toBeNull();
 	});
 
-	test("a config other users can write is not trusted", async () => {
+	it("a config other users can write is not trusted", async () => {
 		await givenLegacyConfig([legacyAccount("shared")]);
 		await fs.chmod(world.sandbox.configFile, 0o666);
 		world.tokensMayRemainIn = [CONFIG];
@@ -274,7 +274,7 @@ describe("bad input is refused with a clear message and nothing changed", () => 
 });
 
 describe("reading the old format", () => {
-	test("drops fallbacks to unknown accounts, to itself or repeated, and an unknown activeLabel, with notes", () => {
+	it("drops fallbacks to unknown accounts, to itself or repeated, and an unknown activeLabel, with notes", () => {
 		const conversion = convertLegacyConfig(
 			{
 				activeLabel: "gone",
@@ -298,7 +298,7 @@ describe("reading the old format", () => {
 });
 
 describe("packaging", () => {
-	test("the bin is compiled JavaScript that an --omit=dev install ships and runs", async () => {
+	it("the bin is compiled JavaScript that an --omit=dev install ships and runs", async () => {
 		const pkg = JSON.parse(await fs.readFile(join(ROOT, "package.json"), "utf8")) as {
 			bin: Record<string, string>;
 			files: string[];

@@ -1,9 +1,9 @@
-import { describe, expect, test } from "vitest";
+import { describe, expect, it } from "vitest";
 import { parseAuthorizationInput } from "../src/oauth/authorization.ts";
 import { redactSecrets } from "../src/redact.ts";
 
 describe("redaction", () => {
-	test("Anthropic token shapes are removed wherever they appear", () => {
+	it("Anthropic token shapes are removed wherever they appear", () => {
 		const access = "sk-ant-oat01-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-abc";
 		const refresh = "sk-ant-ort01-ZyXwVuTsRqPoNmLkJiHgFeDcBa9876543210-_xyz";
 		const text = `400 {"error":"invalid_grant","error_description":"bad ${refresh}"} sent with ${access}`;
@@ -14,7 +14,7 @@ describe("redaction", () => {
 		expect(out).toContain("invalid_grant");
 	});
 
-	test("known secrets of any shape and bearer values are removed", () => {
+	it("known secrets of any shape and bearer values are removed", () => {
 		const odd = "opaque-secret-value-1234";
 		const out = redactSecrets(`token=${odd}; Authorization: Bearer abcdefghijklmnopqrstuvwxyz`, [odd]);
 		expect(out).toBe("token=[redacted]; Authorization: Bearer [redacted]");
@@ -22,7 +22,7 @@ describe("redaction", () => {
 });
 
 describe("pasted authorization input", () => {
-	test("a redirect URL, code#state, a query string and a bare code are all understood", () => {
+	it("a redirect URL, code#state, a query string and a bare code are all understood", () => {
 		expect(parseAuthorizationInput("http://localhost:53692/callback?code=C1&state=S1")).toEqual({
 			code: "C1",
 			state: "S1",

@@ -15,7 +15,7 @@ import {
 	type Model,
 	type SimpleStreamOptions,
 } from "@mariozechner/pi-ai";
-import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { serializeCredentials } from "../src/broker/credentials.ts";
 import { TokenBroker } from "../src/broker/token-broker.ts";
 import { createConfigStore, createStateStore } from "../src/config/stores.ts";
@@ -222,7 +222,7 @@ async function cooldownOf(label: string): Promise<number | undefined> {
 }
 
 describe("a request of a session", () => {
-	test("starts from the session's own account and carries its token", async () => {
+	it("starts from the session's own account and carries its token", async () => {
 		await world.accounts({ work: [], home: [] }, "home");
 		world.session.choose("work", "chosen");
 		const result = await world.request();
@@ -231,13 +231,13 @@ describe("a request of a session", () => {
 		expect(world.api.calls[0]?.options?.apiKey).toBe(world.tokens.get("work"));
 	});
 
-	test("of a session without an account yet adopts the default for new sessions and records it", async () => {
+	it("of a session without an account yet adopts the default for new sessions and records it", async () => {
 		await world.accounts({ work: [], home: [] }, "home");
 		expect((await world.request()).text).toBe("answer from home");
 		expect(world.entries).toEqual([{ label: "home", source: "default" }]);
 	});
 
-	test("passes pi's options and hooks through unchanged, with only the token and the SDK retries replaced", async () => {
+	it("passes pi's options and hooks through unchanged, with only the token and the SDK retries replaced", async () => {
 		await world.accounts({ work: [] });
 		const onPayload = (payload: unknown): unknown => payload;
 		const signal = new AbortController().signal;
@@ -253,13 +253,13 @@ describe("a request of a session", () => {
 		expect(world.api.calls[0]?.model.api).toBe("anthropic-messages");
 	});
 
-	test("fails with the fix when there is no account at all", async () => {
+	it("fails with the fix when there is no account at all", async () => {
 		const result = await world.request();
 		expect(result.error).toContain("/mcc-login <label>");
 		expect(world.api.calls).toHaveLength(0);
 	});
 
-	test("whose account was removed fails and says how to fix it, and never uses another account", async () => {
+	it("whose account was removed fails and says how to fix it, and never uses another account", async () => {
 		await world.accounts({ work: [], home: [] });
 		world.session.choose("gone", "chosen");
 		const result = await world.request();
@@ -270,7 +270,7 @@ describe("a request of a session", () => {
 });
 
 describe("fallback on a rate limit before any content", () => {
-	test("cools the account down and retries on the next account of the origin's own list", async () => {
+	it("cools the account down and retries on the next account of the origin's own list", async () => {
 		await world.accounts({ work: ["home", "side"], home: [], side: [] });
 		world.session.choose("work", "chosen");
 		refuse("work", 429, { "retry-after": "120" });
@@ -280,7 +280,7 @@ describe("fallback on a rate limit before any content", () => {
 		expect(await cooldownOf("work")).toBe(START + 120_000);
 	});
 
-	test("starts the cooldown write and the next account's token read as soon as the 429's head arrives", async () => {
+	it("starts the cooldown write and the next account's token read as soon as the 429's head arrives", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
 		refuse("work", 429, { "retry-after": "120" });
@@ -299,7 +299,7 @@ describe("fallback on a rate limit before any content", () => {
 		expect(world.store.count("get", "home")).toBe(1);
 	});
 
-	test("is not transitive: a hop does not follow the list of the account it hopped to", async () => {
+	it("is not transitive: a hop does not follow the list of the account it hopped to", async () => {
 		await world.accounts({ work: ["home"], home: ["side"], side: [] });
 		world.session.choose("work", "chosen");
 		refuse("work", 429);
@@ -309,7 +309,7 @@ describe("fallback on a rate limit before any content", () => {
 		expect(result.error).toContain('every account allowed for "work" is rate-limited or overloaded (work, home)');
 	});
 
-	test("is directional: the target's session never reaches the source", async () => {
+	it("is directional: the target's session never reaches the source", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("home", "chosen");
 		refuse("home", 429);
@@ -318,7 +318,7 @@ describe("fallback on a rate limit before any content", () => {
 		expect(result.error).toContain("It has no usable fallback; see /mcc-fallback home.");
 	});
 
-	test("takes at most five hops after the origin", async () => {
+	it("takes at most five hops after the origin", async () => {
 		const targets = ["a1", "a2", "a3", "a4", "a5", "a6"];
 		await world.accounts({ work: targets, ...Object.fromEntries(targets.map((label) => [label, []])) });
 		world.session.choose("work", "chosen");
@@ -327,7 +327,7 @@ describe("fallback on a rate limit before any content", () => {
 		expect(world.api.calls.map((call) => call.label)).toEqual(["work", "a1", "a2", "a3", "a4", "a5"]);
 	});
 
-	test("treats an overload (529) like a rate limit", async () => {
+	it("treats an overload (529) like a rate limit", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
 		refuse("work", 529);
@@ -336,7 +336,7 @@ describe("fallback on a rate limit before any content", () => {
 		expect((await world.core.state.read()).cooldowns.work?.reason).toBe("overloaded");
 	});
 
-	test("goes straight to the first available fallback while the origin cools down", async () => {
+	it("goes straight to the first available fallback while the origin cools down", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
 		await world.core.state.update((state) => {
@@ -348,7 +348,7 @@ describe("fallback on a rate limit before any content", () => {
 		expect(world.api.calls.map((call) => call.label)).toEqual(["home"]);
 	});
 
-	test("never replaces a revoked origin, even one that cools down", async () => {
+	it("never replaces a revoked origin, even one that cools down", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
 		await world.core.state.update((state) => {
@@ -362,7 +362,7 @@ describe("fallback on a rate limit before any content", () => {
 		expect(world.api.calls).toHaveLength(0);
 	});
 
-	test("skips a fallback target that cannot be used and says so", async () => {
+	it("skips a fallback target that cannot be used and says so", async () => {
 		await world.accounts({ work: ["home", "side"], home: [], side: [] });
 		world.session.choose("work", "chosen");
 		world.store.items.delete("home");
@@ -372,7 +372,7 @@ describe("fallback on a rate limit before any content", () => {
 		expect(world.api.calls.map((call) => call.label)).toEqual(["work", "side"]);
 	});
 
-	test("is not triggered by a refused token (401): that account must log in again", async () => {
+	it("is not triggered by a refused token (401): that account must log in again", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
 		world.api.reply("work", { status: 401, message: "authentication_error" });
@@ -382,7 +382,7 @@ describe("fallback on a rate limit before any content", () => {
 		expect(await cooldownOf("work")).toBeUndefined();
 	});
 
-	test("does not happen once content has streamed: the error passes through with the partial answer", async () => {
+	it("does not happen once content has streamed: the error passes through with the partial answer", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
 		world.api.reply("work", { partial: "half an ans", error: "429 rate_limit_error" });
@@ -393,7 +393,7 @@ describe("fallback on a rate limit before any content", () => {
 		expect(result.events.map((event) => event.type)).toEqual(["start", "text_start", "text_delta", "error"]);
 	});
 
-	test("never sends a cache-warming replay to another account", async () => {
+	it("never sends a cache-warming replay to another account", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
 		refuse("work", 429);
@@ -403,7 +403,7 @@ describe("fallback on a rate limit before any content", () => {
 		expect(result.error).toContain("rate-limited");
 	});
 
-	test("does not continue the session's server-side thread on another account than the last to answer", async () => {
+	it("does not continue the session's server-side thread on another account than the last to answer", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
 		await world.request();
@@ -417,7 +417,7 @@ describe("fallback on a rate limit before any content", () => {
 });
 
 describe("the token read started at the turn's start", () => {
-	test("serves the turn's request instead of a second keychain read", async () => {
+	it("serves the turn's request instead of a second keychain read", async () => {
 		await world.accounts({ work: [] });
 		world.session.choose("work", "chosen");
 		world.session.prefetch(world.core.broker, world.clock.now());
@@ -426,7 +426,7 @@ describe("the token read started at the turn's start", () => {
 		expect(world.store.count("get", "work")).toBe(reads);
 	});
 
-	test("serves one request only, and is read again when it is older than the bound", async () => {
+	it("serves one request only, and is read again when it is older than the bound", async () => {
 		await world.accounts({ work: [] });
 		world.session.choose("work", "chosen");
 		world.session.prefetch(world.core.broker, world.clock.now());
@@ -441,7 +441,7 @@ describe("the token read started at the turn's start", () => {
 		expect(world.store.count("get", "work")).toBe(beforeStale + 1);
 	});
 
-	test("can be waited for before the request: it settles once the read is in, and never rejects", async () => {
+	it("can be waited for before the request: it settles once the read is in, and never rejects", async () => {
 		await world.accounts({ work: [] });
 		world.session.choose("work", "chosen");
 		await expect(world.session.prefetchSettled()).resolves.toBeUndefined();
@@ -453,7 +453,7 @@ describe("the token read started at the turn's start", () => {
 		expect(world.store.count("get", "work")).toBe(reads);
 	});
 
-	test("sees a deletion made before the turn began: the revoked account is never used", async () => {
+	it("sees a deletion made before the turn began: the revoked account is never used", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
 		world.store.items.delete("work");
@@ -465,7 +465,7 @@ describe("the token read started at the turn's start", () => {
 });
 
 describe("a broken shared state file", () => {
-	test("left empty (a power cut after an unflushed write) does not block a request, and its 429's cooldown replaces it", async () => {
+	it("left empty (a power cut after an unflushed write) does not block a request, and its 429's cooldown replaces it", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
 		writeFileSync(world.core.paths.stateFile, "", { mode: 0o600 });
@@ -474,7 +474,7 @@ describe("a broken shared state file", () => {
 		expect(await cooldownOf("work")).toBe(START + 120_000);
 	});
 
-	test("that cannot be parsed does not block a request, and stays untouched", async () => {
+	it("that cannot be parsed does not block a request, and stays untouched", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
 		const torn = '{"version":1,"cooldowns":{"wo';

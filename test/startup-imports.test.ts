@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { describe, expect, test } from "vitest";
+import { describe, expect, it } from "vitest";
 
 const root = resolve(import.meta.dirname, "..");
 /** Packages that must load on first use only: together they cost pi about 55 ms at every start. */
@@ -39,7 +39,7 @@ function eagerGraph(entry: string): { files: Set<string>; packages: Map<string, 
 }
 
 describe("pi start-up cost", () => {
-	test("loading index.ts pulls in neither the keyring nor zod: they load on first use", () => {
+	it("loading index.ts pulls in neither the keyring nor zod: they load on first use", () => {
 		const { files, packages } = eagerGraph(join(root, "index.ts"));
 		expect(files.size).toBeGreaterThan(3);
 		for (const heavy of HEAVY) {
@@ -49,7 +49,7 @@ describe("pi start-up cost", () => {
 		expect([...files].some((file) => file.endsWith("/src/core.ts"))).toBe(false);
 	});
 
-	test("index.ts loads only the names pi registers: every handler loads on first use", () => {
+	it("index.ts loads only the names pi registers: every handler loads on first use", () => {
 		const { files } = eagerGraph(join(root, "index.ts"));
 		const relative = [...files].map((file) => file.slice(root.length + 1)).sort();
 		expect(relative).toEqual([
@@ -58,12 +58,13 @@ describe("pi start-up cost", () => {
 			"src/manifest.ts",
 			"src/provider/models.ts",
 			"src/redact.ts",
+			"src/session/registry.ts",
 			"src/settings.ts",
 			"src/text.ts",
 		]);
 	});
 
-	test("the lazily loaded core does import them, so the check above is looking at the right graph", () => {
+	it("the lazily loaded core does import them, so the check above is looking at the right graph", () => {
 		const { packages } = eagerGraph(join(root, "src", "core.ts"));
 		expect(packages.has("@napi-rs/keyring")).toBe(true);
 		expect(packages.has("zod")).toBe(true);

@@ -1,4 +1,4 @@
-import { describe, expect, test } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { UsageSnapshot } from "../src/config/schema.ts";
 import { headlineText, parseUtilization, preemptionUntil, readUsageHeaders } from "../src/provider/usage.ts";
 
@@ -6,7 +6,7 @@ const now = Date.parse("2026-11-24T12:00:00Z");
 const inSeconds = (s: number) => String(Math.floor(now / 1000) + s);
 
 describe("rate-limit headers", () => {
-	test("unified status, reset, representative claim and per-window figures are read", () => {
+	it("unified status, reset, representative claim and per-window figures are read", () => {
 		const usage = readUsageHeaders(
 			{
 				"anthropic-ratelimit-unified-status": "allowed_warning",
@@ -33,12 +33,12 @@ describe("rate-limit headers", () => {
 		expect(headlineText(usage)).toBe("5h 42%");
 	});
 
-	test("responses without the headers record nothing", () => {
+	it("responses without the headers record nothing", () => {
 		expect(readUsageHeaders({ "content-type": "application/json" }, now)).toBeUndefined();
 		expect(readUsageHeaders(undefined, now)).toBeUndefined();
 	});
 
-	test("unknown or malformed values are ignored, never a crash", () => {
+	it("unknown or malformed values are ignored, never a crash", () => {
 		const usage = readUsageHeaders(
 			{
 				"anthropic-ratelimit-unified-5h-utilization": "lots",
@@ -58,7 +58,7 @@ describe("rate-limit headers", () => {
 		expect(parseUtilization("420")).toBeUndefined();
 	});
 
-	test("without a representative claim the fullest window is the headline", () => {
+	it("without a representative claim the fullest window is the headline", () => {
 		const usage: UsageSnapshot = { at: now, windows: { "5h": { utilization: 0.1 }, "7d": { utilization: 0.75 } } };
 		expect(headlineText(usage)).toBe("7d 75%");
 	});
@@ -67,16 +67,16 @@ describe("rate-limit headers", () => {
 describe("pre-emptive fallback (opt-in)", () => {
 	const full: UsageSnapshot = { at: now, windows: { "5h": { utilization: 0.96, resetsAt: now + 600_000 } } };
 
-	test("an account past its threshold counts as cooling until the window resets", () => {
+	it("an account past its threshold counts as cooling until the window resets", () => {
 		expect(preemptionUntil(0.95, full, now)).toBe(now + 600_000);
 	});
 
-	test("it is off unless configured, and below the threshold nothing changes", () => {
+	it("it is off unless configured, and below the threshold nothing changes", () => {
 		expect(preemptionUntil(undefined, full, now)).toBeUndefined();
 		expect(preemptionUntil(0.97, full, now)).toBeUndefined();
 	});
 
-	test("a window that has already reset no longer holds the account back", () => {
+	it("a window that has already reset no longer holds the account back", () => {
 		expect(preemptionUntil(0.95, full, now + 700_000)).toBeUndefined();
 	});
 });

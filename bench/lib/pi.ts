@@ -115,7 +115,6 @@ async function startSession(options: SessionOptions): Promise<AgentSession> {
 	// The line's SDK (test/helpers/pi-line.ts): pi 0.73.1, or pi 1.x when PI_MCC_PI_LINE=1.x (on Node >= 22.19).
 	const sdk = await piSdk();
 	const { pi } = sdk;
-	const apiKeys: Record<string, string> = options.anthropicToken ? { anthropic: options.anthropicToken } : {};
 	const services = await sdk.createServices(
 		{
 			cwd: options.cwd,
@@ -135,7 +134,7 @@ async function startSession(options: SessionOptions): Promise<AgentSession> {
 				noContextFiles: true,
 			},
 		},
-		{ apiKeys, modelsJson: true },
+		{ anthropicOAuthToken: options.anthropicToken },
 	);
 	const errors = [
 		...services.resourceLoader.getExtensions().errors.map((e) => `${e.path}: ${e.error}`),

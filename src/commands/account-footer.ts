@@ -21,6 +21,9 @@ export interface FooterAccount {
 export class AccountFooter implements AnswerReporter {
 	private ui: ExtensionUIContext | undefined;
 
+	/** `fromProject`: whether the session's account comes from its project's binding (said after answers too). */
+	constructor(private readonly fromProject: () => boolean = () => false) {}
+
 	attach(ui: ExtensionUIContext): void {
 		this.ui = ui;
 	}
@@ -46,7 +49,8 @@ export class AccountFooter implements AnswerReporter {
 
 	answered(origin: string, label: string, usage?: string): void {
 		const figure = usage ? ` · ${usage}` : "";
-		this.set(label === origin ? `claude: ${label}${figure}` : `claude: ${label}${figure} (fallback from ${origin})`);
+		if (label !== origin) this.set(`claude: ${label}${figure} (fallback from ${origin})`);
+		else this.set(`claude: ${label}${this.fromProject() ? " (project)" : ""}${figure}`);
 	}
 
 	fellBack(from: string, to: string, reason: string): void {

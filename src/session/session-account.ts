@@ -34,7 +34,7 @@ export const PREFETCH_MAX_AGE_MS = 2_000;
 export class SessionAccount {
 	label: string | undefined;
 	source: AccountSource | undefined;
-	readonly footer = new AccountFooter();
+	readonly footer = new AccountFooter(() => this.source === "project");
 	/** pi's id of the session (what the stream's options carry), once it started. */
 	sessionId: string | undefined;
 	cwd: string | undefined;
@@ -149,24 +149,4 @@ function recordedAccount(entries: readonly unknown[]): AccountEntryData | undefi
 
 function isSource(value: unknown): value is AccountSource {
 	return value === "chosen" || value === "project" || value === "default" || value === "first";
-}
-
-// ---- the sessions of this process -------------------------------------------------------------------------------
-
-const REGISTRY_KEY = Symbol.for("pi-multi-claude-code.sessions");
-
-/**
- * The live sessions of this process by pi's session id. pi 0.73 registers a provider's stream for the whole
- * process (the last session to register wins), so a request finds its own session through the session id its
- * options carry, not through whichever closure pi happened to call. On globalThis: pi evaluates the extension's
- * modules afresh per session on 0.73.
- */
-export function liveSessions(): Map<string, SessionAccount> {
-	const holder = globalThis as unknown as Record<symbol, Map<string, SessionAccount> | undefined>;
-	let sessions = holder[REGISTRY_KEY];
-	if (!sessions) {
-		sessions = new Map();
-		holder[REGISTRY_KEY] = sessions;
-	}
-	return sessions;
 }

@@ -4,39 +4,28 @@
  * commands that act on an account never act on the one that matches only case-blindly. Real keychain.
  */
 import { promises as fs } from "node:fs";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { setupAccounts } from "../helpers/accounts.ts";
+import { useE2eWorld } from "../helpers/e2e-world.ts";
 import { ok } from "../helpers/fake-anthropic-api.ts";
-import { createE2eWorld, type E2eWorld, keychainLookup } from "../helpers/pi-harness.ts";
+import { keychainLookup } from "../helpers/pi-harness.ts";
 
-let world: E2eWorld;
-
-beforeAll(async () => {
-	world = await createE2eWorld();
-});
-
-afterEach(async () => {
-	await world.disposeSessions();
-});
-
-afterAll(async () => {
-	await world?.close();
-});
+const world = useE2eWorld();
 
 describe("a label that matches an account only in other letter case", () => {
 	it("is refused by every command, which names the existing label and changes no file and no item", async () => {
 		const accounts = await setupAccounts({
 			accounts: [{ label: "work" }, { label: "home" }],
 			active: "home",
-			tokens: world.tokens,
+			tokens: world().tokens,
 		});
-		world.api.script(accounts.home?.access ?? "", ok("answer from home"));
-		const pi = await world.start();
-		const config = await fs.readFile(world.env.configFile);
-		const item = await keychainLookup(world.env.keychainService, "work");
+		world().api.script(accounts.home?.access ?? "", ok("answer from home"));
+		const pi = await world().start();
+		const config = await fs.readFile(world().env.configFile);
+		const item = await keychainLookup(world().env.keychainService, "work");
 		expect(item).toBeDefined();
 		const dialogs = pi.ui.dialogs.length;
-		const tokenRequests = world.tokens.requests.length;
+		const tokenRequests = world().tokens.requests.length;
 
 		await pi.runCommand("/mcc-login Work");
 		const login = pi.ui.notifications.at(-1);
@@ -47,7 +36,7 @@ describe("a label that matches an account only in other letter case", () => {
 		// Refused before the browser dance: no URL, no code prompt, no token request.
 		expect(pi.ui.dialogs.length).toBe(dialogs);
 		expect(pi.ui.notifications.some((note) => note.message.includes("https://"))).toBe(false);
-		expect(world.tokens.requests.length).toBe(tokenRequests);
+		expect(world().tokens.requests.length).toBe(tokenRequests);
 
 		for (const line of [
 			"/mcc-use Work",
@@ -66,11 +55,11 @@ describe("a label that matches an account only in other letter case", () => {
 			expect(note?.message, line).not.toMatch(/\/mcc-login \S*[A-Z]/);
 		}
 
-		expect(await fs.readFile(world.env.configFile)).toEqual(config);
-		expect(await keychainLookup(world.env.keychainService, "work")).toBe(item);
-		expect(await keychainLookup(world.env.keychainService, "Work")).toBeUndefined();
+		expect(await fs.readFile(world().env.configFile)).toEqual(config);
+		expect(await keychainLookup(world().env.keychainService, "work")).toBe(item);
+		expect(await keychainLookup(world().env.keychainService, "Work")).toBeUndefined();
 		// /mcc-use Work did not switch to "work": the next request still goes out as "home".
 		expect((await pi.prompt("hello")).text).toBe("answer from home");
-		expect(world.api.requests.at(-1)?.token).toBe(accounts.home?.access);
+		expect(world().api.requests.at(-1)?.token).toBe(accounts.home?.access);
 	});
 });

@@ -17,15 +17,8 @@ import {
 	holdPort,
 	httpGet,
 } from "../helpers/loopback.ts";
-import {
-	DEFAULT_MODEL_ID,
-	EXTENSION_PATH,
-	keychainLookup,
-	PI_CLI,
-	type PiSession,
-	PROVIDER,
-	sessionFiles,
-} from "../helpers/pi-harness.ts";
+import { EXTENSION_PATH, keychainLookup, type PiSession, sessionFiles } from "../helpers/pi-harness.ts";
+import { extensionRunArgs, piCommand } from "../helpers/pi-line.ts";
 
 const COPY_CODE_REDIRECT = "https://platform.claude.com/oauth/code/callback";
 /** Containers often have no IPv6 loopback; there the ::1 cases cannot be set up. */
@@ -490,28 +483,12 @@ describe("completing /mcc-login's arguments", () => {
 describe("/mcc-login without a UI", () => {
 	it("says in print mode that it needs interactive or RPC mode, and changes nothing", async () => {
 		const env = world().env;
-		const result = await runCommand(
-			process.execPath,
-			[
-				PI_CLI,
-				"-p",
-				"/mcc-login printed --copy-code",
-				"-e",
-				EXTENSION_PATH,
-				"--provider",
-				PROVIDER,
-				"--model",
-				DEFAULT_MODEL_ID,
-				"--session-dir",
-				env.sessionDir,
-				"-ne",
-				"-ns",
-				"-np",
-				"--no-themes",
-				"-nc",
-			],
-			{ cwd: env.cwd, timeoutMs: 30_000 },
-		);
+		const [node, args] = piCommand([
+			"-p",
+			"/mcc-login printed --copy-code",
+			...extensionRunArgs([EXTENSION_PATH], env.sessionDir),
+		]);
+		const result = await runCommand(node, args, { cwd: env.cwd, timeoutMs: 30_000 });
 		expect(result.signal).toBeNull();
 		expect(result.stderr).toContain("/mcc-login printed needs a person to answer it");
 		expect(result.stderr).toContain("not in print mode. Nothing was changed.");

@@ -3,11 +3,11 @@
  * the keychain through the extension's own broker, the labels and fallback lists into the config file. Reads
  * process.env at call time (createCore does), so call it after createTestEnv().
  */
-import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import type { SharedState } from "../../src/config/schema.ts";
 import { type Core, createCore } from "../../src/core.ts";
 import { readSettings } from "../../src/settings.ts";
+import { newAccessToken, newRefreshToken } from "./fake-token-endpoint.ts";
 
 /** What accounts.ts needs of the fake token endpoint (test/helpers/fake-token-endpoint.ts). */
 export interface TokenMinter {
@@ -38,15 +38,6 @@ export interface SetupAccountsOptions {
 	tokens?: TokenMinter;
 }
 
-/** A random access token shaped like Claude's OAuth tokens (so pi-ai sends Bearer + Claude Code headers). */
-export function fakeAccessToken(hint = "acct"): string {
-	return `sk-ant-oat01-${hint}-${randomBytes(12).toString("hex")}`;
-}
-
-export function fakeRefreshToken(hint = "acct"): string {
-	return `sk-ant-ort01-${hint}-${randomBytes(12).toString("hex")}`;
-}
-
 let cachedCore: { key: string; core: Core } | undefined;
 
 /** The extension's core for the current environment (one per agent dir + keychain service). */
@@ -67,8 +58,8 @@ export async function setupAccounts(options: SetupAccountsOptions): Promise<Reco
 	for (const spec of options.accounts) {
 		const minted = spec.access || spec.refresh ? undefined : options.tokens?.mintPair();
 		const tokens: AccountTokens = {
-			access: spec.access ?? minted?.access ?? fakeAccessToken(spec.label),
-			refresh: spec.refresh ?? minted?.refresh ?? fakeRefreshToken(spec.label),
+			access: spec.access ?? minted?.access ?? newAccessToken(spec.label),
+			refresh: spec.refresh ?? minted?.refresh ?? newRefreshToken(spec.label),
 			expires: Date.now() + (spec.expiresInMs ?? 8 * 60 * 60 * 1000),
 		};
 		await core.broker.storeLogin(spec.label, tokens);

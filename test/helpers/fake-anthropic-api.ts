@@ -29,6 +29,14 @@ export type Behaviour =
 			message: string;
 			headers: Record<string, string>;
 	  })
+	| (BehaviourBase & {
+			kind: "toolUse";
+			id: string;
+			name: string;
+			input: Record<string, unknown>;
+			/** A thinking block (with its signature) streamed before the tool call, as a thinking model answers. */
+			thinking?: { text: string; signature: string };
+	  })
 	| (BehaviourBase & { kind: "sseErrorBeforeContent"; errorType: AnthropicErrorType; message: string })
 	| (BehaviourBase & {
 			kind: "midStreamFailure";
@@ -46,10 +54,18 @@ export interface RecordedRequest {
 	authScheme: "bearer" | "x-api-key" | "none";
 	method: string;
 	path: string;
+	/** The request target as sent, query included (e.g. `/v1/messages?beta=true`). */
+	url: string;
 	model: string | undefined;
 	stream: boolean | undefined;
 	headers: IncomingHttpHeaders;
+	/** Every header line as received, in order, names as the client spelled them: [name, value, name, value, …]. */
+	rawHeaders: string[];
 	body: unknown;
+	/** The body exactly as received (UTF-8). */
+	rawBody: string;
+	/** The client closed the connection before the answer was complete (e.g. an aborted request). */
+	clientClosed: boolean;
 	/** What the server answered with. */
 	answered: BehaviourKind | "unknown-token" | "not-found";
 	at: number;
@@ -110,6 +126,22 @@ export function rateLimited(options: RateLimitOptions = {}): Behaviour {
 			"anthropic-ratelimit-unified-reset": String(reset),
 			...options.extraHeaders,
 		},
+		delayMs: options.delayMs,
+	};
+}
+
+/** A streamed answer that calls a tool (stop_reason tool_use), optionally after a signed thinking block. */
+export function toolUse(
+	name: string,
+	input: Record<string, unknown>,
+	options: { id?: string; thinking?: { text: string; signature: string }; delayMs?: number } = {},
+): Behaviour {
+	return {
+		kind: "toolUse",
+		id: options.id ?? `toolu_fake_${randomBytes(8).toString("hex")}`,
+		name,
+		input,
+		thinking: options.thinking,
 		delayMs: options.delayMs,
 	};
 }
@@ -241,14 +273,22 @@ export async function startFakeAnthropicApi(): Promise<FakeAnthropicApi> {
 			authScheme: bearer !== undefined ? "bearer" : apiKey !== undefined ? "x-api-key" : "none",
 			method: req.method ?? "GET",
 			path,
+			url: req.url ?? "/",
 			model: typeof parsed.model === "string" ? parsed.model : undefined,
 			stream: typeof parsed.stream === "boolean" ? parsed.stream : undefined,
 			headers: req.headers,
+			rawHeaders: [...req.rawHeaders],
 			body,
+			rawBody: raw,
+			clientClosed: false,
 			answered: "unknown-token",
 			at: Date.now(),
 		};
 		requests.push(record);
+		let serverClosed = false;
+		res.on("close", () => {
+			if (!res.writableEnded && !serverClosed) record.clientClosed = true;
+		});
 
 		if (req.method !== "POST" || path !== "/v1/messages") {
 			record.answered = "not-found";
@@ -264,6 +304,9 @@ export async function startFakeAnthropicApi(): Promise<FakeAnthropicApi> {
 		switch (behaviour.kind) {
 			case "ok":
 				await streamText(res, model, behaviour.chunks ?? splitText(behaviour.text), behaviour.headers);
+				return;
+			case "toolUse":
+				streamToolUse(res, model, behaviour);
 				return;
 			case "httpError":
 				sendJsonError(res, behaviour.status, behaviour.errorType, behaviour.message, behaviour.headers);
@@ -296,6 +339,7 @@ export async function startFakeAnthropicApi(): Promise<FakeAnthropicApi> {
 					writeEvent(res, "error", errorBody(behaviour.errorType, "Internal server error"));
 					res.end();
 				} else {
+					serverClosed = true;
 					res.socket?.destroy();
 				}
 				return;
@@ -400,7 +444,8 @@ function writeEvent(res: ServerResponse, event: string, data: unknown): void {
 	res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
 }
 
-function messageStart(model: string): Record<string, unknown> {
+/** The `message_start` event of a streamed answer, as the Messages API sends it. */
+export function messageStart(model: string): Record<string, unknown> {
 	return {
 		type: "message_start",
 		message: {
@@ -442,6 +487,49 @@ async function streamText(
 		type: "message_delta",
 		delta: { stop_reason: "end_turn", stop_sequence: null },
 		usage: { output_tokens: Math.max(1, chunks.length) },
+	});
+	writeEvent(res, "message_stop", { type: "message_stop" });
+	res.end();
+}
+
+function streamToolUse(res: ServerResponse, model: string, call: Extract<Behaviour, { kind: "toolUse" }>): void {
+	startStream(res);
+	writeEvent(res, "message_start", messageStart(model));
+	let index = 0;
+	if (call.thinking) {
+		writeEvent(res, "content_block_start", {
+			type: "content_block_start",
+			index,
+			content_block: { type: "thinking", thinking: "", signature: "" },
+		});
+		writeEvent(res, "content_block_delta", {
+			type: "content_block_delta",
+			index,
+			delta: { type: "thinking_delta", thinking: call.thinking.text },
+		});
+		writeEvent(res, "content_block_delta", {
+			type: "content_block_delta",
+			index,
+			delta: { type: "signature_delta", signature: call.thinking.signature },
+		});
+		writeEvent(res, "content_block_stop", { type: "content_block_stop", index });
+		index++;
+	}
+	writeEvent(res, "content_block_start", {
+		type: "content_block_start",
+		index,
+		content_block: { type: "tool_use", id: call.id, name: call.name, input: {} },
+	});
+	writeEvent(res, "content_block_delta", {
+		type: "content_block_delta",
+		index,
+		delta: { type: "input_json_delta", partial_json: JSON.stringify(call.input) },
+	});
+	writeEvent(res, "content_block_stop", { type: "content_block_stop", index });
+	writeEvent(res, "message_delta", {
+		type: "message_delta",
+		delta: { stop_reason: "tool_use", stop_sequence: null },
+		usage: { output_tokens: 8 },
 	});
 	writeEvent(res, "message_stop", { type: "message_stop" });
 	res.end();

@@ -5,9 +5,10 @@
  * failure modes (rejection, server error, an error body that echoes the request's token, no answer, a reset
  * connection, a body that is not JSON, a redirect).
  */
+
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import { serveOnLoopback } from "./loopback.ts";
 
 export type FakeTokenMode = "ok" | "invalid_grant" | "http500" | "echo" | "hang" | "reset" | "garbage" | "redirect";
 
@@ -75,12 +76,20 @@ export interface FakeTokenEndpoint {
 export const FAKE_TOKEN_PATH = "/v1/oauth/token";
 const MAX_BODY_BYTES = 64 * 1024;
 
-export function newAccessToken(): string {
-	return `sk-ant-oat01-${randomBytes(72).toString("base64url")}`;
+/**
+ * A random token shaped like Claude's OAuth tokens (so pi-ai sends Bearer + Claude Code headers): as long as real
+ * ones, or, with a hint, short and named (`sk-ant-oat01-<hint>-<24 hex>`) for tests that read them in messages.
+ */
+export function newAccessToken(hint?: string): string {
+	return `sk-ant-oat01-${tokenBody(hint)}`;
 }
 
-export function newRefreshToken(): string {
-	return `sk-ant-ort01-${randomBytes(72).toString("base64url")}`;
+export function newRefreshToken(hint?: string): string {
+	return `sk-ant-ort01-${tokenBody(hint)}`;
+}
+
+function tokenBody(hint: string | undefined): string {
+	return hint === undefined ? randomBytes(72).toString("base64url") : `${hint}-${randomBytes(12).toString("hex")}`;
 }
 
 export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions = {}): Promise<FakeTokenEndpoint> {
@@ -94,7 +103,6 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 	const issued: string[] = [];
 	const liveRefresh = new Set<string>();
 	const liveCodes = new Map<string, Record<string, unknown>>();
-	const sockets = new Set<Socket>();
 	const timers = new Set<NodeJS.Timeout>();
 	let closing = false;
 
@@ -242,19 +250,8 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 			timers.add(timer);
 		});
 	});
-	server.on("connection", (socket) => {
-		sockets.add(socket);
-		socket.on("close", () => sockets.delete(socket));
-	});
-
-	await new Promise<void>((resolve, reject) => {
-		server.once("error", reject);
-		server.listen(0, "127.0.0.1", () => {
-			server.off("error", reject);
-			resolve();
-		});
-	});
-	const port = (server.address() as AddressInfo).port;
+	const listening = await serveOnLoopback(server);
+	const port = listening.port;
 
 	return {
 		url: `http://127.0.0.1:${port}${path}`,
@@ -296,10 +293,7 @@ export async function startFakeTokenEndpoint(options: FakeTokenEndpointOptions =
 			closing = true;
 			for (const timer of timers) clearTimeout(timer);
 			timers.clear();
-			const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-			for (const socket of sockets) socket.destroy();
-			server.closeAllConnections();
-			await closed;
+			await listening.close();
 		},
 	};
 }

@@ -1,8 +1,9 @@
 /**
- * Loopback sockets for the login tests: what a browser does with the redirect (a plain GET), another program
- * holding a port, a port free on both loopback addresses, and whether this machine has an IPv6 loopback at all.
+ * Loopback sockets for the tests: what a browser does with the redirect (a plain GET), another program holding a
+ * port, a port free on both loopback addresses, whether this machine has an IPv6 loopback at all, and a server of a
+ * test's own on 127.0.0.1 that closes without waiting for hung clients.
  */
-import { request } from "node:http";
+import { type IncomingMessage, request } from "node:http";
 import { type AddressInfo, createServer, type Server } from "node:net";
 
 export interface HttpAnswer {
@@ -95,4 +96,37 @@ export async function freeLoopbackPort(): Promise<number> {
 		}
 	}
 	throw new Error("no port free on both loopback addresses in 10 attempts");
+}
+
+export interface LoopbackServer {
+	port: number;
+	/** Stops the server, cutting every open connection first (a hanging one too). */
+	close(): Promise<void>;
+}
+
+/** Listens on 127.0.0.1 (any free port) and tracks connections, so `close` never waits for a hung client. */
+export async function serveOnLoopback(server: Server | import("node:http").Server): Promise<LoopbackServer> {
+	const sockets = new Set<import("node:net").Socket>();
+	server.on("connection", (socket: import("node:net").Socket) => {
+		sockets.add(socket);
+		socket.on("close", () => sockets.delete(socket));
+	});
+	await listen(server as Server, 0, "127.0.0.1");
+	return {
+		port: (server.address() as AddressInfo).port,
+		async close() {
+			for (const socket of sockets) socket.destroy();
+			await new Promise<void>((resolve) => server.close(() => resolve()));
+		},
+	};
+}
+
+/** A request's whole body, as text. */
+export function readBody(req: IncomingMessage): Promise<string> {
+	return new Promise((resolve, reject) => {
+		const chunks: Buffer[] = [];
+		req.on("data", (chunk: Buffer) => chunks.push(chunk));
+		req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+		req.on("error", reject);
+	});
 }

@@ -8,8 +8,9 @@ import { newAccessToken, newRefreshToken } from "./fake-token-endpoint.ts";
 
 const HOUR = 60 * 60 * 1000;
 
+/** Time that moves only when a test moves it (`advance`, or `time` set directly). */
 export class FakeClock implements Clock {
-	constructor(private time: number) {}
+	constructor(public time: number = Date.now()) {}
 	now(): number {
 		return this.time;
 	}

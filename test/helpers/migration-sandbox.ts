@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { promises as fs, type Stats } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { fakeAccessToken, fakeRefreshToken } from "./accounts.ts";
+import { newAccessToken, newRefreshToken } from "./fake-token-endpoint.ts";
 
 /** A throwaway HOME with pi's agent directory inside, as the migration sees it. */
 export class Sandbox {
@@ -125,8 +125,8 @@ export interface LegacyAccountFixture {
 export function legacyAccount(label: string, extra: Partial<LegacyAccountFixture> = {}): LegacyAccountFixture {
 	return {
 		label,
-		accessToken: fakeAccessToken("mig"),
-		refreshToken: fakeRefreshToken("mig"),
+		accessToken: newAccessToken("mig"),
+		refreshToken: newRefreshToken("mig"),
 		expiresAt: Date.now() + 3_600_000,
 		...extra,
 	};

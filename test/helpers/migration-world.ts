@@ -3,13 +3,14 @@
  * bin and the in-process command, and after each test the checks that no token reached any output, nor any file
  * but those the test allows.
  */
+
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, expect } from "vitest";
 import { parseCredentials, type StoredCredentials, serializeCredentials } from "../../src/broker/credentials.ts";
 import { parseAccountsConfig } from "../../src/config/stores.ts";
 import { OsSecretStore } from "../../src/keychain/os-secret-store.ts";
 import { PAUSE_ENV } from "../../src/migration/support.ts";
-import { fakeAccessToken, fakeRefreshToken } from "./accounts.ts";
+import { newAccessToken, newRefreshToken } from "./fake-token-endpoint.ts";
 import { uniqueService } from "./keyring.ts";
 import {
 	Migrate,
@@ -105,7 +106,7 @@ export class MigrationWorld {
 
 	/** auth.json as pi writes it: JSON.stringify(data, null, 2), mode 0600, `anthropic` wherever `at` puts it. */
 	givenPiAuth = async (at: "first" | "middle" | "last" = "middle", padding = 0): Promise<PiLogin> => {
-		const credentials = { access: fakeAccessToken("pi"), refresh: fakeRefreshToken("pi"), expires: Date.now() + 3e6 };
+		const credentials = { access: newAccessToken("pi"), refresh: newRefreshToken("pi"), expires: Date.now() + 3e6 };
 		this.tokens.push(credentials.access, credentials.refresh);
 		const { access, refresh, expires } = credentials;
 		const entries: [string, unknown][] = [

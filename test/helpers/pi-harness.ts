@@ -28,7 +28,15 @@ import {
 	startFakeTokenEndpoint,
 } from "./fake-token-endpoint.ts";
 import { clearKeychainService, deleteKeychainItem, readKeychainItem, uniqueService, waitFor } from "./keyring.ts";
-import { DEFAULT_MODEL_ID, EXTENSION_PATH, PROVIDER, piLine, piSdk, STATUS_KEY } from "./pi-line.ts";
+import {
+	DEFAULT_MODEL_ID,
+	EXTENSION_PATH,
+	type PiCredentials,
+	PROVIDER,
+	piLine,
+	piSdk,
+	STATUS_KEY,
+} from "./pi-line.ts";
 
 export { DEFAULT_MODEL_ID, EXTENSION_PATH, PROVIDER, REPO_ROOT, STATUS_KEY } from "./pi-line.ts";
 /** The line's pi CLI, for tests that run it with process.execPath (piCommand also picks the node and notes it). */
@@ -114,7 +122,9 @@ export function createTestEnv(options: TestEnvOptions = {}): TestEnv {
 				if (value === undefined) delete process.env[name];
 				else process.env[name] = value;
 			}
-			await fs.rm(root, { recursive: true, force: true });
+			// A write that outlived its session (pi 1.x's model store, a state write after the answer) may still be
+			// landing: rm retries what is not empty yet, instead of failing the file's cleanup.
+			await fs.rm(root, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
 		},
 	};
 }
@@ -293,6 +303,8 @@ export interface PromptResult {
 
 export interface PiSessionOptions {
 	env: TestEnv;
+	/** The directory the session runs in (default env.cwd), e.g. a project, a directory below one or a symlink. */
+	cwd?: string;
 	modelId?: string;
 	/** "file" (default) writes the session .jsonl under env.sessionDir; "memory" keeps it in memory. */
 	sessionStorage?: "file" | "memory";
@@ -300,6 +312,10 @@ export interface PiSessionOptions {
 	timeoutMs?: number;
 	/** Wait for the extension's first footer status before returning (default true). */
 	waitForFooter?: boolean;
+	/** More extensions to load after index.ts (test fixtures), as further `-e` paths would. */
+	extensionPaths?: string[];
+	/** Credentials pi itself holds (e.g. a token for its built-in anthropic provider); none by default. */
+	piCredentials?: PiCredentials;
 }
 
 export interface PiSession {
@@ -368,24 +384,32 @@ function textOf(message: AssistantMessage): string {
  */
 export async function startPiSession(options: PiSessionOptions): Promise<PiSession> {
 	const { env } = options;
+	const cwd = options.cwd ?? env.cwd;
 	const timeoutMs = options.timeoutMs ?? 20_000;
 	await prepareDirs(env);
+	await fs.mkdir(cwd, { recursive: true, mode: 0o700 });
 	const sdk = await piSdk();
 	const { pi } = sdk;
 	const modelId = options.modelId ?? DEFAULT_MODEL_ID;
 	const createRuntime: Parameters<typeof pi.createAgentSessionRuntime>[0] = async (target) => {
-		const services = await sdk.createServices({
-			cwd: target.cwd,
-			agentDir: target.agentDir,
-			settingsManager: pi.SettingsManager.inMemory({ retry: { enabled: false }, compaction: { enabled: false } }),
-			resourceLoaderOptions: {
-				additionalExtensionPaths: [EXTENSION_PATH],
-				noSkills: true,
-				noPromptTemplates: true,
-				noThemes: true,
-				noContextFiles: true,
+		const services = await sdk.createServices(
+			{
+				cwd: target.cwd,
+				agentDir: target.agentDir,
+				settingsManager: pi.SettingsManager.inMemory({
+					retry: { enabled: false },
+					compaction: { enabled: false },
+				}),
+				resourceLoaderOptions: {
+					additionalExtensionPaths: [EXTENSION_PATH, ...(options.extensionPaths ?? [])],
+					noSkills: true,
+					noPromptTemplates: true,
+					noThemes: true,
+					noContextFiles: true,
+				},
 			},
-		});
+			options.piCredentials,
+		);
 		const loadErrors = services.resourceLoader.getExtensions().errors;
 		const serviceErrors = services.diagnostics.filter((d) => d.type === "error");
 		if (loadErrors.length > 0 || serviceErrors.length > 0) {
@@ -405,10 +429,10 @@ export async function startPiSession(options: PiSessionOptions): Promise<PiSessi
 	};
 	const sessionManager =
 		options.sessionStorage === "memory"
-			? pi.SessionManager.inMemory(env.cwd)
-			: pi.SessionManager.create(env.cwd, env.sessionDir);
+			? pi.SessionManager.inMemory(cwd)
+			: pi.SessionManager.create(cwd, env.sessionDir);
 	const runtime = await pi.createAgentSessionRuntime(createRuntime, {
-		cwd: env.cwd,
+		cwd,
 		agentDir: env.agentDir,
 		sessionManager,
 	});

@@ -27,14 +27,6 @@ export type PiLineName = "0.73" | "1.x";
 type PiSdk = typeof Pi073;
 type ServicesOptions = Omit<Pi073.CreateAgentSessionServicesOptions, "authStorage">;
 
-/** What the in-memory credentials of createServices hold, and whether 1.x reads models.json (0.73 always does). */
-export interface ServicesCredentials {
-	/** Runtime API keys by provider (pi's `--api-key`), e.g. a token for the built-in anthropic provider. */
-	apiKeys?: Record<string, string>;
-	/** pi 1.x: read `<agentDir>/models.json` (and keep models-store.json beside it) instead of no models file. */
-	modelsJson?: boolean;
-}
-
 export interface PiLine {
 	name: PiLineName;
 	/** The installed pi-coding-agent's version (0.73.1, 1.6.0, …). */
@@ -104,6 +96,27 @@ function notePiStarted(): void {
 	if (ledger && file) appendFileSync(ledger, `${file}\n`);
 }
 
+/**
+ * pi's arguments for a test run of the extension: the provider and model, the extensions, the session dir, and no
+ * other resources. Only flags both lines know (0.73 takes an unknown flag for an extension's and exits).
+ */
+export function extensionRunArgs(extensions: readonly string[], sessionDir: string): string[] {
+	return [
+		"--provider",
+		PROVIDER,
+		"--model",
+		DEFAULT_MODEL_ID,
+		...extensions.flatMap((path) => ["-e", path]),
+		"--session-dir",
+		sessionDir,
+		"-ne",
+		"-ns",
+		"-np",
+		"--no-themes",
+		"-nc",
+	];
+}
+
 /** The command that runs this line's pi CLI with `args`: [node, [cli, …args]]. */
 export function piCommand(args: readonly string[]): [string, string[]] {
 	const line = piLine();
@@ -111,13 +124,24 @@ export function piCommand(args: readonly string[]): [string, string[]] {
 	return [line.node, [line.cliPath, ...args]];
 }
 
+/** Credentials pi itself holds for a session (in memory, never a file). */
+export interface PiCredentials {
+	/**
+	 * An Anthropic OAuth access token for pi's built-in `anthropic` provider, stored as pi's own `/login` stores a
+	 * Claude Pro/Max login (an OAuth credential, hours from expiry so pi never refreshes it).
+	 */
+	anthropicOAuthToken?: string;
+}
+
 export interface LineSdk {
 	pi: PiSdk;
 	/**
 	 * createAgentSessionServices with credentials kept in memory: `AuthStorage.inMemory()` on 0.73, a
-	 * `ModelRuntime` over an `InMemoryCredentialStore` on 1.x (which has no AuthStorage; no models.json is written).
+	 * `ModelRuntime` over an `InMemoryCredentialStore` on 1.x (which has no AuthStorage). Both read the agent
+	 * dir's models.json when there is one, as pi does; 1.x keeps its model catalog cache in memory, so neither
+	 * line writes a file there.
 	 */
-	createServices(options: ServicesOptions, credentials?: ServicesCredentials): Promise<Pi073.AgentSessionServices>;
+	createServices(options: ServicesOptions, credentials?: PiCredentials): Promise<Pi073.AgentSessionServices>;
 	/** A registered model: `modelRegistry.find` on 0.73, `modelRuntime.getModel` on 1.x. */
 	findModel(services: Pi073.AgentSessionServices, provider: string, id: string): Model<Api> | undefined;
 	/** Extra bindExtensions fields: 1.x's `mode` (so ctx.mode and ctx.hasUI look like an RPC host); 0.73 has none. */
@@ -135,14 +159,18 @@ async function loadSdk(): Promise<LineSdk> {
 		KeybindingsManager: { create(agentDir?: string): { getEffectiveConfig(): Record<string, unknown> } };
 	};
 	const keybindings = (agentDir: string) => KeybindingsManager.create(agentDir).getEffectiveConfig();
+	const oauth = (access: string) => ({
+		type: "oauth" as const,
+		access,
+		refresh: "sk-ant-ort01-unused-by-the-tests",
+		expires: Date.now() + 8 * 60 * 60 * 1000,
+	});
 	if (line.name === "0.73") {
 		return {
 			pi,
 			createServices(options, credentials = {}) {
 				const authStorage = pi.AuthStorage.inMemory();
-				for (const [provider, key] of Object.entries(credentials.apiKeys ?? {})) {
-					authStorage.setRuntimeApiKey(provider, key);
-				}
+				if (credentials.anthropicOAuthToken) authStorage.set("anthropic", oauth(credentials.anthropicOAuthToken));
 				return pi.createAgentSessionServices({ ...options, authStorage });
 			},
 			findModel: (services, provider, id) => services.modelRegistry.find(provider, id),
@@ -150,22 +178,27 @@ async function loadSdk(): Promise<LineSdk> {
 			keybindings,
 		};
 	}
+	interface CredentialStore {
+		modify(provider: string, update: () => Promise<ReturnType<typeof oauth>>): Promise<unknown>;
+	}
 	const ai = (await load(join(PI_1X_PREFIX, "node_modules", "@earendil-works", "pi-ai", "dist", "index.js"))) as {
-		InMemoryCredentialStore: new () => unknown;
+		InMemoryCredentialStore: new () => CredentialStore;
+		InMemoryModelsStore: new () => unknown;
 	};
-	type Runtime1x = { setRuntimeApiKey(provider: string, key: string): Promise<void> };
-	const { ModelRuntime } = pi as unknown as { ModelRuntime: { create(options: object): Promise<Runtime1x> } };
+	const { ModelRuntime } = pi as unknown as { ModelRuntime: { create(options: object): Promise<unknown> } };
 	type WithRuntime = { modelRuntime: { getModel(provider: string, id: string): Model<Api> | undefined } };
 	return {
 		pi,
-		async createServices(options, extra = {}) {
+		async createServices(options, piCredentials = {}) {
 			// PI_OFFLINE (createTestEnv) keeps ModelRuntime from asking pi.dev for a newer model catalog.
 			const credentials = new ai.InMemoryCredentialStore();
-			const modelsPath = extra.modelsJson && options.agentDir ? join(options.agentDir, "models.json") : null;
-			const modelRuntime = await ModelRuntime.create({ credentials, modelsPath });
-			for (const [provider, key] of Object.entries(extra.apiKeys ?? {})) {
-				await modelRuntime.setRuntimeApiKey(provider, key);
-			}
+			const token = piCredentials.anthropicOAuthToken;
+			if (token) await credentials.modify("anthropic", async () => oauth(token));
+			const modelRuntime = await ModelRuntime.create({
+				credentials,
+				modelsPath: options.agentDir ? join(options.agentDir, "models.json") : null,
+				modelsStore: new ai.InMemoryModelsStore(),
+			});
 			return pi.createAgentSessionServices({ ...options, modelRuntime } as ServicesOptions);
 		},
 		findModel: (services, provider, id) => (services as unknown as WithRuntime).modelRuntime.getModel(provider, id),

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import type { AssistantMessage } from "@mariozechner/pi-ai";
 import { waitForExit } from "./keyring.ts";
 import type { PromptResult, TestEnv } from "./pi-harness.ts";
-import { DEFAULT_MODEL_ID, EXTENSION_PATH, PROVIDER, piCommand, piLine, REPO_ROOT } from "./pi-line.ts";
+import { EXTENSION_PATH, extensionRunArgs, piCommand, piLine, REPO_ROOT } from "./pi-line.ts";
 
 export const TEST_COMMANDS_PATH = join(REPO_ROOT, "test", "fixtures", "test-commands.ts");
 /** What pi prints when an extension used a replaced session's ctx, or when a rejection escaped: always a bug. */
@@ -45,6 +45,10 @@ export interface RpcPiOptions {
 	wrap?: (command: string, args: readonly string[]) => [string, string[]];
 	/** Also load the test-only commands `/test-reload` (for `reload()`) and `/test-crash`. */
 	testCommands?: boolean;
+	/** The directory pi runs in (default env.cwd), e.g. a project or a directory below one; created if missing. */
+	cwd?: string;
+	/** More flags after the harness's own, e.g. `--continue` (both lines must know them: 0.73 exits on others). */
+	args?: readonly string[];
 	timeoutMs?: number;
 }
 
@@ -85,7 +89,8 @@ export class RpcPi {
 	/** Starts pi and waits until it answers a first command (the extension is loaded by then). */
 	static async start(options: RpcPiOptions): Promise<RpcPi> {
 		const { env } = options;
-		for (const dir of [env.home, env.agentDir, env.cwd, env.sessionDir])
+		const cwd = options.cwd ?? env.cwd;
+		for (const dir of [env.home, env.agentDir, cwd, env.sessionDir])
 			await fs.mkdir(dir, { recursive: true, mode: 0o700 });
 		// pi's own retry would re-send failed requests; the extension's behaviour is what is under test.
 		await fs.writeFile(
@@ -93,26 +98,15 @@ export class RpcPi {
 			JSON.stringify({ retry: { enabled: false }, compaction: { enabled: false } }),
 		);
 		const extensions = options.testCommands ? [EXTENSION_PATH, TEST_COMMANDS_PATH] : [EXTENSION_PATH];
-		// Flags both lines know (0.73 takes an unknown flag for an extension's and exits).
 		const [node, args] = piCommand([
 			"--mode",
 			"rpc",
-			"--provider",
-			PROVIDER,
-			"--model",
-			DEFAULT_MODEL_ID,
-			...extensions.flatMap((path) => ["-e", path]),
-			"--session-dir",
-			env.sessionDir,
-			"-ne",
-			"-ns",
-			"-np",
-			"--no-themes",
-			"-nc",
+			...extensionRunArgs(extensions, env.sessionDir),
+			...(options.args ?? []),
 		]);
 		const [command, argv] = options.wrap ? options.wrap(node, args) : [node, args];
 		const child = spawn(command, argv, {
-			cwd: env.cwd,
+			cwd,
 			env: options.processEnv ?? process.env,
 			stdio: ["pipe", "pipe", "pipe"],
 		});

@@ -6,6 +6,7 @@
  * says "log in again" for that account only. A token endpoint that hangs, resets or answers garbage, and a
  * keychain daemon frozen mid-request, end in a typed error within the timeout, and pi keeps working.
  */
+
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,6 +17,7 @@ import { type Core, createCore } from "../../src/core.ts";
 import { DEFAULT_LOCK_STALE_MS } from "../../src/fs/file-lock.ts";
 import { readSettings } from "../../src/settings.ts";
 import { setupAccounts } from "../helpers/accounts.ts";
+import { rejection } from "../helpers/expect-error.ts";
 import { ok } from "../helpers/fake-anthropic-api.ts";
 import {
 	continueDaemon,
@@ -75,15 +77,6 @@ async function storedPair(label: string): Promise<StoredCredentials> {
 	const raw = await keychainLookup(world.env.keychainService, label);
 	if (raw === undefined) throw new Error(`"${label}" has no keychain item`);
 	return parseCredentials(raw);
-}
-
-async function accountError(promise: Promise<unknown>): Promise<AccountError> {
-	const error = await promise.then(
-		() => undefined,
-		(caught: unknown) => caught,
-	);
-	if (!(error instanceof AccountError)) throw new Error(`expected an AccountError, got ${String(error)}`);
-	return error;
 }
 
 async function expectValidFiles(): Promise<void> {
@@ -155,7 +148,7 @@ describe("a refresh killed at random points", () => {
 				locksLeft += locks.length;
 				await ageLocks(locks);
 				if (rotated) {
-					const error = await accountError(nextRun.broker.getAccessToken(victim));
+					const error = await rejection(nextRun.broker.getAccessToken(victim), AccountError);
 					expect(error.kind).toBe("needs_login");
 					expect(error.message).toContain(`/mcc-login ${victim}`);
 					for (const other of [...victims, ...bystanders].filter((label) => label !== victim)) {

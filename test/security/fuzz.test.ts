@@ -5,6 +5,7 @@
  * valid request), never a token in an error or notification, never a changed file (or keychain item) after a
  * refused input. Every part is bounded in time; the whole file fuzzes for at most about 30 s.
  */
+
 import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
 import {
@@ -33,8 +34,9 @@ import { HttpTokenEndpoint } from "../../src/oauth/token-endpoint.ts";
 import { createMultiAccountStream } from "../../src/provider/multi-account-stream.ts";
 import { SessionAccount } from "../../src/session/session-account.ts";
 import { readSettings } from "../../src/settings.ts";
-import { fakeAccessToken, fakeRefreshToken, setupAccounts } from "../helpers/accounts.ts";
+import { setupAccounts } from "../helpers/accounts.ts";
 import { ok } from "../helpers/fake-anthropic-api.ts";
+import { newAccessToken, newRefreshToken } from "../helpers/fake-token-endpoint.ts";
 import { requireSecretService, secretToolSearch } from "../helpers/keyring.ts";
 import { MemorySecretStore } from "../helpers/memory-secret-store.ts";
 import { createRecordingUi, type RecordingUi, sessionFiles } from "../helpers/pi-harness.ts";
@@ -148,7 +150,7 @@ describe("fuzzed config files", () => {
 		timeout: 60_000,
 	}, async () => {
 		const t = tally("config file");
-		const planted = [fakeAccessToken("fuzz"), fakeRefreshToken("fuzz")];
+		const planted = [newAccessToken("fuzz"), newRefreshToken("fuzz")];
 		const deadline = Date.now() + 7_000;
 		while (Date.now() < deadline && t.tried < 400) {
 			const input = randomConfig(random, planted);
@@ -323,15 +325,15 @@ describe("fuzzed token endpoint answers", () => {
 
 		let plan: TokenAnswerPlan | undefined;
 		server.answerWith((request) => {
-			plan = randomTokenAnswer(random, request, () => fakeAccessToken("grant"));
+			plan = randomTokenAnswer(random, request, () => newAccessToken("grant"));
 			return plan.answer;
 		});
 		try {
 			const deadline = Date.now() + 6_000;
 			while (Date.now() < deadline && t.tried < 400) {
 				const start = {
-					access: fakeAccessToken("start"),
-					refresh: fakeRefreshToken("start"),
+					access: newAccessToken("start"),
+					refresh: newRefreshToken("start"),
 					expires: Date.now() + 3_600_000,
 				};
 				await broker.storeLogin(label, start);
@@ -485,7 +487,7 @@ describe("fuzzed Messages API streams", () => {
 	});
 });
 
-describe("what the fuzzing found (each fails until the defect in src/ is fixed; see SECURITY.md)", () => {
+describe("regressions the fuzzing found (each was a defect in src/, fixed; see SECURITY.md)", () => {
 	async function refreshAgainst(
 		answer: Record<string, unknown>,
 	): Promise<{ error: unknown; before: string | null; after: string | null }> {
@@ -506,8 +508,8 @@ describe("what the fuzzing found (each fails until the defect in src/ is fixed; 
 		const label = "edge";
 		try {
 			await fuzzCore.broker.storeLogin(label, {
-				access: fakeAccessToken("edge"),
-				refresh: fakeRefreshToken("edge"),
+				access: newAccessToken("edge"),
+				refresh: newRefreshToken("edge"),
 				expires: Date.now() + 3_600_000,
 			});
 			const before = await store.get(label);
@@ -528,8 +530,8 @@ describe("what the fuzzing found (each fails until the defect in src/ is fixed; 
 	] as const) {
 		it(`a grant whose ${field} overflows a date leaves a keychain item the broker can read`, async () => {
 			const answer = {
-				access_token: fakeAccessToken("new"),
-				refresh_token: fakeRefreshToken("new"),
+				access_token: newAccessToken("new"),
+				refresh_token: newRefreshToken("new"),
 				expires_in: 3600,
 			};
 			const { error, before, after } = await refreshAgainst({ ...answer, [field]: value });
@@ -543,10 +545,10 @@ describe("what the fuzzing found (each fails until the defect in src/ is fixed; 
 	}
 
 	it("a grant too large for a keychain item fails with a typed error that names the account", async () => {
-		const access = `${fakeAccessToken("big")}${"A".repeat(3_000)}`;
+		const access = `${newAccessToken("big")}${"A".repeat(3_000)}`;
 		const { error, before, after } = await refreshAgainst({
 			access_token: access,
-			refresh_token: fakeRefreshToken("big"),
+			refresh_token: newRefreshToken("big"),
 			expires_in: 3600,
 		});
 		expect(error).toBeInstanceOf(AccountError);

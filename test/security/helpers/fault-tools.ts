@@ -5,9 +5,10 @@
  */
 import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
-import { createServer as createHttpServer, type IncomingMessage } from "node:http";
-import { type AddressInfo, createServer as createTcpServer, type Socket } from "node:net";
+import { createServer as createHttpServer } from "node:http";
+import { createServer as createTcpServer } from "node:net";
 import { join } from "node:path";
+import { readBody, serveOnLoopback } from "../../helpers/loopback.ts";
 
 export interface TokenProxy {
 	url: string;
@@ -21,18 +22,8 @@ export interface TokenProxyOptions {
 	hold?: (body: Record<string, unknown>) => boolean;
 }
 
-function readBody(req: IncomingMessage): Promise<string> {
-	return new Promise((resolve, reject) => {
-		const chunks: Buffer[] = [];
-		req.on("data", (chunk: Buffer) => chunks.push(chunk));
-		req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
-		req.on("error", reject);
-	});
-}
-
 /** An HTTP proxy on 127.0.0.1 in front of `target` (a token endpoint URL). */
 export async function startTokenProxy(target: string, options: TokenProxyOptions): Promise<TokenProxy> {
-	const sockets = new Set<Socket>();
 	const server = createHttpServer((req, res) => {
 		void (async () => {
 			const text = await readBody(req);
@@ -54,38 +45,17 @@ export async function startTokenProxy(target: string, options: TokenProxyOptions
 			res.end(answerText);
 		})().catch(() => res.destroy());
 	});
-	server.on("connection", (socket) => {
-		sockets.add(socket);
-		socket.on("close", () => sockets.delete(socket));
-	});
-	await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-	const { port } = server.address() as AddressInfo;
-	return {
-		url: `http://127.0.0.1:${port}/v1/oauth/token`,
-		async close() {
-			for (const socket of sockets) socket.destroy();
-			await new Promise<void>((resolve) => server.close(() => resolve()));
-		},
-	};
+	const { port, close } = await serveOnLoopback(server);
+	return { url: `http://127.0.0.1:${port}/v1/oauth/token`, close };
 }
 
 /** A TCP server that accepts every connection and never says a word. */
 export async function startBlackHole(): Promise<TokenProxy> {
-	const sockets = new Set<Socket>();
 	const server = createTcpServer((socket) => {
-		sockets.add(socket);
 		socket.on("error", () => {});
-		socket.on("close", () => sockets.delete(socket));
 	});
-	await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-	const { port } = server.address() as AddressInfo;
-	return {
-		url: `http://127.0.0.1:${port}/v1/oauth/token`,
-		async close() {
-			for (const socket of sockets) socket.destroy();
-			await new Promise<void>((resolve) => server.close(() => resolve()));
-		},
-	};
+	const { port, close } = await serveOnLoopback(server);
+	return { url: `http://127.0.0.1:${port}/v1/oauth/token`, close };
 }
 
 /** Every `*.lock` directory under the agent dir and its refresh-lock dir (proper-lockfile's lock dirs). */

@@ -5,7 +5,7 @@
  * truncated error snippet) counts as a leak too. Hits name the token by its index, never by its value.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { type FSWatcher, promises as fs, watch } from "node:fs";
+import { type FSWatcher, promises as fs, type Stats, watch } from "node:fs";
 import { join } from "node:path";
 
 export interface Hit {
@@ -78,26 +78,33 @@ export function describeHits(hits: readonly Hit[]): string {
 	return hits.map((hit) => `token #${hit.token} (${hit.kind}) in ${hit.where}`).join("\n");
 }
 
-/** Every regular file under the roots (symbolic links are listed, never followed). */
-export async function listFiles(roots: readonly string[]): Promise<string[]> {
-	const files: string[] = [];
+/**
+ * Walks the trees under `roots` (at most 40 deep; symbolic links are never followed): `onDir` for each directory,
+ * `onFile` for each regular file with its stat. Directories that vanish meanwhile are passed over.
+ */
+async function walkTrees(
+	roots: readonly string[],
+	onFile: (path: string, stat: Stats) => void | Promise<void>,
+	onDir: (dir: string) => void = () => {},
+): Promise<void> {
 	const walk = async (dir: string, depth: number): Promise<void> => {
 		if (depth > 40) return;
-		let names: string[];
-		try {
-			names = await fs.readdir(dir);
-		} catch {
-			return;
-		}
+		onDir(dir);
+		const names = await fs.readdir(dir).catch(() => [] as string[]);
 		for (const name of names) {
 			const path = join(dir, name);
 			const stat = await fs.lstat(path).catch(() => undefined);
-			if (!stat) continue;
-			if (stat.isDirectory()) await walk(path, depth + 1);
-			else if (stat.isFile()) files.push(path);
+			if (stat?.isDirectory()) await walk(path, depth + 1);
+			else if (stat?.isFile()) await onFile(path, stat);
 		}
 	};
 	for (const root of roots) await walk(root, 0);
+}
+
+/** Every regular file under the roots (symbolic links are listed, never followed). */
+export async function listFiles(roots: readonly string[]): Promise<string[]> {
+	const files: string[] = [];
+	await walkTrees(roots, (path) => void files.push(path));
 	return files.sort();
 }
 
@@ -242,23 +249,11 @@ export class TreeWatcher {
 	}
 
 	private async rescan(): Promise<void> {
-		const walk = async (dir: string, depth: number): Promise<void> => {
-			if (depth > 40) return;
-			this.watchDir(dir);
-			let names: string[];
-			try {
-				names = await fs.readdir(dir);
-			} catch {
-				return;
-			}
-			for (const name of names) {
-				const path = join(dir, name);
-				const stat = await fs.lstat(path).catch(() => undefined);
-				if (stat?.isDirectory()) await walk(path, depth + 1);
-				else if (stat?.isFile()) await this.capture(path, `${stat.ino}:${stat.size}:${stat.mtimeMs}`);
-			}
-		};
-		for (const root of this.roots) await walk(root, 0);
+		await walkTrees(
+			this.roots,
+			(path, stat) => this.capture(path, `${stat.ino}:${stat.size}:${stat.mtimeMs}`),
+			(dir) => this.watchDir(dir),
+		);
 	}
 
 	private async capture(path: string, statKey?: string): Promise<void> {

@@ -3,8 +3,10 @@
  * Messages API. Each request is answered by a function of the request (its body and bearer token), so a fuzz
  * test can send random, truncated or hostile answers, including ones that quote the request's secrets.
  */
+
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import { messageStart } from "../../helpers/fake-anthropic-api.ts";
+import { readBody, serveOnLoopback } from "../../helpers/loopback.ts";
 
 export interface RawRequest {
 	path: string;
@@ -31,18 +33,8 @@ export interface RawServer {
 	close(): Promise<void>;
 }
 
-function readBody(req: IncomingMessage): Promise<string> {
-	return new Promise((resolve, reject) => {
-		const chunks: Buffer[] = [];
-		req.on("data", (chunk: Buffer) => chunks.push(chunk));
-		req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
-		req.on("error", reject);
-	});
-}
-
 export async function startRawServer(path: string): Promise<RawServer> {
 	const requests: RawRequest[] = [];
-	const sockets = new Set<Socket>();
 	let answer: (request: RawRequest) => RawAnswer = () => ({ status: 404, chunks: [] });
 	const respond = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
 		const body = await readBody(req);
@@ -65,12 +57,7 @@ export async function startRawServer(path: string): Promise<RawServer> {
 	const server = createServer((req, res) => {
 		respond(req, res).catch(() => res.destroy());
 	});
-	server.on("connection", (socket) => {
-		sockets.add(socket);
-		socket.on("close", () => sockets.delete(socket));
-	});
-	await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-	const { port } = server.address() as AddressInfo;
+	const { port, close } = await serveOnLoopback(server);
 	return {
 		url: `http://127.0.0.1:${port}${path}`,
 		baseUrl: `http://127.0.0.1:${port}`,
@@ -78,10 +65,7 @@ export async function startRawServer(path: string): Promise<RawServer> {
 		answerWith(next) {
 			answer = next;
 		},
-		async close() {
-			for (const socket of sockets) socket.destroy();
-			await new Promise<void>((resolve) => server.close(() => resolve()));
-		},
+		close,
 	};
 }
 
@@ -93,19 +77,7 @@ export function sseEvent(event: string, data: unknown): string {
 /** A complete, valid streamed answer saying `text`. */
 export function validStream(text: string, model = "claude-sonnet-4-5"): string[] {
 	return [
-		sseEvent("message_start", {
-			type: "message_start",
-			message: {
-				id: "msg_fuzz",
-				type: "message",
-				role: "assistant",
-				model,
-				content: [],
-				stop_reason: null,
-				stop_sequence: null,
-				usage: { input_tokens: 3, output_tokens: 1 },
-			},
-		}),
+		sseEvent("message_start", messageStart(model)),
 		sseEvent("content_block_start", {
 			type: "content_block_start",
 			index: 0,
