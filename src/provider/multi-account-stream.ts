@@ -2,7 +2,9 @@
  * The request path, the heart of the provider: a request of a session starts from that session's account, asks
  * the broker for its token, delegates to pi-ai's Anthropic streaming, and on a rate limit or overload before any
  * content retries on the origin's own fallback list (directional, not transitive, at most 5 hops). Three steps
- * share one `Request`: plan the attempts, try one account, end without an answer.
+ * share one `Request`: plan the attempts, try one account, end without an answer. They stay in one file on purpose:
+ * each reads and updates the same `Request` (tokens in flight, the held failure, the cooldowns being written), and
+ * split across modules that state would have to be exported; the policy itself lives in fallback-policy.ts.
  */
 import {
 	type Api,
