@@ -7,7 +7,7 @@
  *   pi -e ./index.ts          (or: pi install npm:pi-multi-claude-code)
  */
 import { createAssistantMessageEventStream } from "@mariozechner/pi-ai";
-import type { ExtensionAPI } from "@mariozechner/pi-coding-agent";
+import type { ExtensionAPI, ExtensionContext } from "@mariozechner/pi-coding-agent";
 import { failStream, guarded } from "./src/host.ts";
 import { API_KEY_PLACEHOLDER, COMMANDS, CYCLE_SHORTCUT, PROVIDER_ID } from "./src/manifest.ts";
 import {
@@ -121,9 +121,19 @@ export default function multiClaudeCode(pi: ExtensionAPI): void {
 	});
 	// The session's keychain read starts at the earliest moment of the turn that pi awaits before the request:
 	// turn_start on pi 1.x; on 0.73 turn_start handlers may run after the request, so there it is `context`.
-	const beginTurn = (): void => {
-		void guarded(undefined, async () => (await sessionRuntime()).turnStarted());
+	// A session on another provider's model sends no request of ours: it reads nothing.
+	const beginTurn = (_event: unknown, ctx: ExtensionContext): void => {
+		void guarded(undefined, async () => {
+			if (ctx.model?.provider === PROVIDER_ID) (await sessionRuntime()).turnStarted();
+		});
 	};
-	if (PI_LINE === "1.x") pi.on("turn_start", beginTurn);
-	else pi.on("context", beginTurn);
+	if (PI_LINE === "1.x") {
+		pi.on("turn_start", beginTurn);
+		// By `context` (awaited, right before the request) the read is often done: its result is taken in then.
+		pi.on("context", async (_event, ctx) => {
+			await guarded(undefined, async () => {
+				if (ctx.model?.provider === PROVIDER_ID) await (await sessionRuntime()).requestComing();
+			});
+		});
+	} else pi.on("context", beginTurn);
 }

@@ -49,6 +49,8 @@ export interface SessionRuntime {
 	started(ctx: ExtensionContext): Promise<void>;
 	/** The turn that will send a request began: its token read can start now. */
 	turnStarted(): void;
+	/** The request is about to be built: takes in the turn's token read if it is done; never rejects. */
+	requestComing(): Promise<void>;
 	stopped(): void;
 }
 
@@ -113,6 +115,7 @@ export function createRuntime(settings: Settings): Runtime {
 					return starting;
 				},
 				turnStarted: () => own.prefetch(core.broker, Date.now()),
+				requestComing: () => withinOneTurn(own.prefetchSettled()),
 				stopped() {
 					own.stop();
 					own.footer.detach();
@@ -120,4 +123,13 @@ export function createRuntime(settings: Settings): Runtime {
 			};
 		},
 	};
+}
+
+/**
+ * `pending`, or nothing after one turn of the event loop, whichever comes first. A keychain read already done in
+ * the thread pool is delivered in that turn (I/O comes before setImmediate), so the request is built as soon as
+ * pi calls the provider; one still under way is not waited for here (pi's own work goes on meanwhile).
+ */
+function withinOneTurn(pending: Promise<void>): Promise<void> {
+	return Promise.race([pending, new Promise<void>((resolve) => setImmediate(resolve))]);
 }

@@ -3,7 +3,7 @@
  * store and the scripted token endpoint, real config and state files in a temp dir, and a scripted delegate in
  * place of pi-ai's Anthropic streaming. The same behaviour is tested end to end in test/e2e/fallback.test.ts.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -74,6 +74,8 @@ class ScriptedApi {
 		const fetch = (options as { fetch?: typeof globalThis.fetch } | undefined)?.fetch;
 		this.pending = { status, headers };
 		await fetch?.("https://api.anthropic.test/v1/messages", { method: "POST" });
+		// pi-ai reads the body before it reports a failure: a test may look at what happened meanwhile.
+		await this.whileReadingBody?.();
 		const message = (text: string, stopReason: AssistantMessage["stopReason"], error?: string): AssistantMessage => ({
 			role: "assistant",
 			content: text ? [{ type: "text", text }] : [],
@@ -119,6 +121,8 @@ class ScriptedApi {
 		return new Response(null, { status, headers });
 	};
 	private pending: { status: number; headers: Record<string, string> } | undefined;
+	/** Runs between a response head and the events pi-ai makes of it. */
+	whileReadingBody: (() => Promise<void>) | undefined;
 }
 
 interface World {
@@ -276,6 +280,25 @@ describe("fallback on a rate limit before any content", () => {
 		expect(await cooldownOf("work")).toBe(START + 120_000);
 	});
 
+	it("starts the cooldown write and the next account's token read as soon as the 429's head arrives", async () => {
+		await world.accounts({ work: ["home"], home: [] });
+		world.session.choose("work", "chosen");
+		refuse("work", 429, { "retry-after": "120" });
+		let seen: { homeReads: number; cooldown: number | undefined } | undefined;
+		world.api.whileReadingBody = async () => {
+			world.api.whileReadingBody = undefined;
+			const homeReads = world.store.count("get", "home");
+			// The write is under way (its lock, read and rename take a few event-loop turns): bounded wait.
+			for (let i = 0; i < 200 && (await cooldownOf("work")) === undefined; i++) {
+				await new Promise((resolve) => setTimeout(resolve, 5));
+			}
+			seen = { homeReads, cooldown: await cooldownOf("work") };
+		};
+		expect((await world.request()).text).toBe("answer from home");
+		expect(seen).toEqual({ homeReads: 1, cooldown: START + 120_000 });
+		expect(world.store.count("get", "home")).toBe(1);
+	});
+
 	it("is not transitive: a hop does not follow the list of the account it hopped to", async () => {
 		await world.accounts({ work: ["home"], home: ["side"], side: [] });
 		world.session.choose("work", "chosen");
@@ -418,6 +441,18 @@ describe("the token read started at the turn's start", () => {
 		expect(world.store.count("get", "work")).toBe(beforeStale + 1);
 	});
 
+	it("can be waited for before the request: it settles once the read is in, and never rejects", async () => {
+		await world.accounts({ work: [] });
+		world.session.choose("work", "chosen");
+		await expect(world.session.prefetchSettled()).resolves.toBeUndefined();
+		world.store.items.delete("work");
+		world.session.prefetch(world.core.broker, world.clock.now());
+		await expect(world.session.prefetchSettled()).resolves.toBeUndefined();
+		const reads = world.store.count("get", "work");
+		expect((await world.request()).error).toContain('Account "work" has no item');
+		expect(world.store.count("get", "work")).toBe(reads);
+	});
+
 	it("sees a deletion made before the turn began: the revoked account is never used", async () => {
 		await world.accounts({ work: ["home"], home: [] });
 		world.session.choose("work", "chosen");
@@ -426,5 +461,26 @@ describe("the token read started at the turn's start", () => {
 		const result = await world.request();
 		expect(result.error).toContain('Account "work" has no item');
 		expect(world.api.calls).toHaveLength(0);
+	});
+});
+
+describe("a broken shared state file", () => {
+	it("left empty (a power cut after an unflushed write) does not block a request, and its 429's cooldown replaces it", async () => {
+		await world.accounts({ work: ["home"], home: [] });
+		world.session.choose("work", "chosen");
+		writeFileSync(world.core.paths.stateFile, "", { mode: 0o600 });
+		refuse("work", 429, { "retry-after": "120" });
+		expect((await world.request()).text).toBe("answer from home");
+		expect(await cooldownOf("work")).toBe(START + 120_000);
+	});
+
+	it("that cannot be parsed does not block a request, and stays untouched", async () => {
+		await world.accounts({ work: ["home"], home: [] });
+		world.session.choose("work", "chosen");
+		const torn = '{"version":1,"cooldowns":{"wo';
+		writeFileSync(world.core.paths.stateFile, torn, { mode: 0o600 });
+		refuse("work", 429, { "retry-after": "120" });
+		expect((await world.request()).text).toBe("answer from home");
+		expect(readFileSync(world.core.paths.stateFile, "utf8")).toBe(torn);
 	});
 });

@@ -7,21 +7,13 @@
  */
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { AssistantMessage } from "@mariozechner/pi-ai";
-import {
-	type AgentSession,
-	AuthStorage,
-	createAgentSessionFromServices,
-	createAgentSessionServices,
-	type ExtensionUIContext,
-	SessionManager,
-	SettingsManager,
-} from "@mariozechner/pi-coding-agent";
+import type { AgentSession, ExtensionUIContext } from "@mariozechner/pi-coding-agent";
 import { createRecordingUi } from "../../test/helpers/pi-harness.ts";
+import { piLine, piSdk, REPO_ROOT as ROOT } from "../../test/helpers/pi-line.ts";
 import { startMarks, stopMarks } from "./fetch-timing.ts";
 
-export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
+export const REPO_ROOT = ROOT;
 /** The extension under test: index.ts, or (to try a candidate change without touching src/) PI_MCC_BENCH_EXTENSION. */
 export const EXTENSION_PATH = process.env.PI_MCC_BENCH_EXTENSION || join(REPO_ROOT, "index.ts");
 export const MCC_PROVIDER = "multi-claude-code";
@@ -40,10 +32,22 @@ export interface TimedPrompt {
 
 export interface BenchSession {
 	label: string;
-	session: AgentSession;
+	/** The current pi session (a new one after `renew`). */
+	readonly session: AgentSession;
 	/** Sends one user prompt on an empty transcript and times it from the call until pi's prompt() resolves. */
 	prompt(text: string): Promise<TimedPrompt>;
-	dispose(): void;
+	/**
+	 * Switches this session to another account with `/mcc-use` (a session keeps the account it started on,
+	 * whatever the config's default says later). Not timed.
+	 */
+	useAccount(label: string): Promise<void>;
+	/**
+	 * Replaces the pi session with a new one, set up the same way (pi's end of a session, then a new start). pi
+	 * 1.x's prompts slow down as a session's entries pile up (~3.5 ms per 100 prompts), so long runs renew their
+	 * sessions every few dozen rounds; the first prompts of a new session are not timed.
+	 */
+	renew(): Promise<void>;
+	dispose(): Promise<void>;
 }
 
 /** Points pi's built-in anthropic provider at the fake API (docs/models.md, "Overriding Built-in Providers"). */
@@ -65,44 +69,17 @@ export interface SessionOptions {
 }
 
 export async function createBenchSession(options: SessionOptions): Promise<BenchSession> {
-	const authStorage = AuthStorage.inMemory();
-	if (options.anthropicToken) authStorage.setRuntimeApiKey("anthropic", options.anthropicToken);
-	const services = await createAgentSessionServices({
-		cwd: options.cwd,
-		agentDir: options.agentDir,
-		authStorage,
-		settingsManager: SettingsManager.inMemory({ retry: { enabled: false }, compaction: { enabled: false } }),
-		resourceLoaderOptions: {
-			additionalExtensionPaths: options.withExtension ? [EXTENSION_PATH] : [],
-			noExtensions: true,
-			noSkills: true,
-			noPromptTemplates: true,
-			noThemes: true,
-			noContextFiles: true,
-		},
-	});
-	const errors = [
-		...services.resourceLoader.getExtensions().errors.map((e) => `${e.path}: ${e.error}`),
-		...services.diagnostics.filter((d) => d.type === "error").map((d) => d.message),
-	];
-	if (errors.length > 0) throw new Error(`pi could not set the session up: ${errors.join("; ")}`);
-	const { provider } = options;
-	const model = services.modelRegistry.find(provider, MODEL_ID);
-	if (!model) throw new Error(`pi's model registry has no ${provider}/${MODEL_ID}`);
-	if (provider === "anthropic" && !String(model.baseUrl).startsWith("http://127.0.0.1:")) {
-		throw new Error(`models.json did not redirect the anthropic provider to the fake API (baseUrl ${model.baseUrl})`);
-	}
-	const { session } = await createAgentSessionFromServices({
-		services,
-		sessionManager: SessionManager.inMemory(options.cwd),
-		model,
-		thinkingLevel: "off",
-	});
-	// As pi's modes do: bind a UI (the extension's session_start attaches its footer to it).
-	await session.bindExtensions({ uiContext: silentUi(), onError: () => {} });
+	let session = await startSession(options);
+	const end = async (ended: AgentSession) => {
+		// As pi does before it disposes a session: the extension hears of its end (and forgets that session).
+		await ended.extensionRunner?.emit({ type: "session_shutdown", reason: "quit" } as never).catch(() => {});
+		ended.dispose();
+	};
 	return {
-		label: `${provider}${options.withExtension ? " (extension loaded)" : " (plain pi)"}`,
-		session,
+		label: `${options.provider}${options.withExtension ? " (extension loaded)" : " (plain pi)"}`,
+		get session() {
+			return session;
+		},
 		async prompt(text) {
 			// A fresh transcript for every sample, so every request carries the same payload.
 			session.agent.state.messages = [];
@@ -122,8 +99,63 @@ export async function createBenchSession(options: SessionOptions): Promise<Bench
 			const error = ok ? undefined : (reply?.errorMessage ?? "no assistant reply");
 			return { ms, beforeRequestMs, afterResponseMs, ok, text: replyText, error };
 		},
-		dispose: () => session.dispose(),
+		async useAccount(label) {
+			await session.prompt(`/mcc-use ${label}`);
+		},
+		async renew() {
+			const old = session;
+			session = await startSession(options);
+			await end(old);
+		},
+		dispose: () => end(session),
 	};
+}
+
+async function startSession(options: SessionOptions): Promise<AgentSession> {
+	// The line's SDK (test/helpers/pi-line.ts): pi 0.73.1, or pi 1.x when PI_MCC_PI_LINE=1.x (on Node >= 22.19).
+	const sdk = await piSdk();
+	const { pi } = sdk;
+	const services = await sdk.createServices(
+		{
+			cwd: options.cwd,
+			agentDir: options.agentDir,
+			// pi 1.x would otherwise replay idle requests to keep the prompt cache warm (0.73 ignores the key).
+			settingsManager: pi.SettingsManager.inMemory({
+				retry: { enabled: false },
+				compaction: { enabled: false },
+				cacheWarming: "off",
+			} as Parameters<typeof pi.SettingsManager.inMemory>[0]),
+			resourceLoaderOptions: {
+				additionalExtensionPaths: options.withExtension ? [EXTENSION_PATH] : [],
+				noExtensions: true,
+				noSkills: true,
+				noPromptTemplates: true,
+				noThemes: true,
+				noContextFiles: true,
+			},
+		},
+		{ anthropicOAuthToken: options.anthropicToken },
+	);
+	const errors = [
+		...services.resourceLoader.getExtensions().errors.map((e) => `${e.path}: ${e.error}`),
+		...services.diagnostics.filter((d) => d.type === "error").map((d) => d.message),
+	];
+	if (errors.length > 0) throw new Error(`pi could not set the session up: ${errors.join("; ")}`);
+	const { provider } = options;
+	const model = sdk.findModel(services, provider, MODEL_ID);
+	if (!model) throw new Error(`pi ${piLine().version}'s model registry has no ${provider}/${MODEL_ID}`);
+	if (provider === "anthropic" && !String(model.baseUrl).startsWith("http://127.0.0.1:")) {
+		throw new Error(`models.json did not redirect the anthropic provider to the fake API (baseUrl ${model.baseUrl})`);
+	}
+	const { session } = await pi.createAgentSessionFromServices({
+		services,
+		sessionManager: pi.SessionManager.inMemory(options.cwd),
+		model,
+		thinkingLevel: "off",
+	});
+	// As pi's modes do: bind a UI (the extension's session_start attaches its footer to it).
+	await session.bindExtensions({ ...sdk.bindMode, uiContext: silentUi(), onError: () => {} });
+	return session;
 }
 
 /** An ExtensionUIContext for the benchmark: the tests' recording UI (recording a footer text costs nothing). */

@@ -31,7 +31,8 @@ export interface Target {
 	met: boolean | null;
 }
 
-export interface Results {
+/** One pi line's figures (results.json: the pinned line at the top level, pi 1.x under `pi1x`). */
+export interface LineResults {
 	generatedAt: string;
 	durationSec: number;
 	quick: boolean;
@@ -59,7 +60,12 @@ export interface Results {
 	};
 }
 
-export function targets(r: Omit<Results, "targets">): Target[] {
+export interface Results extends LineResults {
+	/** The same keys, measured on the current pi 1.x line (Node >= 22.19, in a child process). */
+	pi1x?: LineResults;
+}
+
+export function targets(r: Omit<LineResults, "targets">): Target[] {
 	const atMost = (key: keyof Results, value: number | null, limit: number, unit = " ms"): Target => ({
 		key,
 		value,
@@ -87,258 +93,314 @@ const fmt = (value: number | null | undefined, digits = 2): string =>
 
 const row = (cells: Array<string | number>): string => `| ${cells.join(" | ")} |`;
 
-function summaryRow(name: string, s: Summary | undefined): string {
-	if (!s) return row([name, "–", "–", "–", "–", "–"]);
-	return row([name, fmt(s.median), fmt(s.p90), fmt(s.p95), fmt(s.min), String(s.n)]);
+/** The lines of a run, in column order: the pinned one (top level), then pi 1.x (`pi1x`) when it ran. */
+function linesOf(r: Results): LineResults[] {
+	return r.pi1x ? [r, r.pi1x] : [r];
 }
 
-const SUMMARY_HEAD = [
-	row(["", "median ms", "p90 ms", "p95 ms", "min ms", "n"]),
-	row(["---", "---:", "---:", "---:", "---:", "---:"]),
-];
+function lineName(line: LineResults): string {
+	return `pi ${line.machine.pi}`;
+}
 
-function comparisonRow(name: string, f: OverheadFigures): string {
-	return row([
-		name,
-		fmt(f.addedMedianMs, 3),
-		fmt(f.addedP90Ms, 3),
-		fmt(f.addedP95Ms, 3),
-		fmt(f.addedBeforeRequestMs, 3),
-		fmt(f.addedAfterResponseMs, 3),
-		fmt(f.ratio, 4),
-	]);
+/** A table with one column per line: `cell` gives a row's value on a line ("–" when the line lacks it). */
+function lineTable(
+	lines: LineResults[],
+	head: string,
+	rows: Array<[string, (line: LineResults) => string | undefined]>,
+): string[] {
+	return [
+		row([head, ...lines.map(lineName)]),
+		row(["---", ...lines.map(() => "---:")]),
+		...rows.map(([name, cell]) => row([name, ...lines.map((line) => cell(line) ?? "–")])),
+		"",
+	];
+}
+
+/** "median / p90 (n)" of a summary. */
+function spread(s: Summary | undefined, digits = 2): string | undefined {
+	return s ? `${fmt(s.median, digits)} / ${fmt(s.p90, digits)} (n=${s.n})` : undefined;
 }
 
 function machineSection(r: Results): string[] {
+	const lines = linesOf(r);
 	const m = r.machine;
-	const load = m.loadAverageAtEnd.join(" / ");
+	const load = (line: LineResults) =>
+		`${line.machine.loadAverageAtStart.join(" / ")} → ${line.machine.loadAverageAtEnd.join(" / ")}`;
 	return [
 		"## Machine",
 		"",
-		row(["", ""]),
-		row(["---", "---"]),
-		row(["CPU", `${m.cpuModel}, ${m.cpuCores} cores`]),
-		row(["Memory", `${m.memoryGiB.toFixed(1)} GiB`]),
-		row(["OS", m.os]),
-		row(["Node", m.node]),
-		row(["pi (@mariozechner/pi-coding-agent)", `${m.pi} (pi-ai ${m.piAi})`]),
-		row(["Extension", `${m.extension} (${m.extensionPath})`]),
-		row(["Keychain", m.keyring]),
-		row(["Fake servers", "test/helpers/fake-anthropic-api.ts and fake-token-endpoint.ts, on 127.0.0.1"]),
-		row(["Load average (1/5/15 min), start → end", `${m.loadAverageAtStart.join(" / ")} → ${load}`]),
+		`${m.cpuModel}, ${m.cpuCores} cores, ${fmt(m.memoryGiB, 1)} GiB, ${m.os}. Keychain: ${m.keyring}. Fake ` +
+			"servers: test/helpers/fake-anthropic-api.ts and fake-token-endpoint.ts, on 127.0.0.1. Extension: " +
+			`${m.extension} (${m.extensionPath}).`,
 		"",
+		...lineTable(lines, "", [
+			["pi-coding-agent (pi-ai)", (line) => `${line.machine.pi} (${line.machine.piAi})`],
+			["Node", (line) => line.machine.node],
+			["phases run", (line) => line.phases.join(", ") || "none"],
+			["duration", (line) => `${fmt(line.durationSec, 0)} s`],
+			["load average (1/5/15 min), start → end", load],
+		]),
 	];
+}
+
+function verdict(target: Target | undefined): string {
+	if (!target) return "";
+	return target.met === true ? " (met)" : target.met === false ? " (**missed**)" : "";
 }
 
 function headlineSection(r: Results): string[] {
-	const out = ["## Headline figures", "", row(["key", "value", "target", "met"]), row(["---", "---:", "---", "---"])];
-	const byKey = new Map(r.targets.map((t) => [t.key, t]));
-	const wall = r.contentionWallMs
-		? Object.entries(r.contentionWallMs)
-				.map(([n, ms]) => `N=${n}: ${fmt(ms, 1)}`)
-				.join(", ")
-		: "–";
-	const keyed: Array<[string, string]> = [
-		["requestOverheadMs", fmt(r.requestOverheadMs, 3)],
-		["requestOverheadP90Ms", fmt(r.requestOverheadP90Ms, 3)],
-		["requestOverheadRatioAt300ms", fmt(r.requestOverheadRatioAt300ms, 4)],
-		["failoverOverheadMs", fmt(r.failoverOverheadMs, 3)],
-		["refreshCallsUnderContention", String(r.refreshCallsUnderContention ?? "–")],
-		["contentionWallMs", wall],
-		["startupOverheadMs", fmt(r.startupOverheadMs, 1)],
-		["keychainGetMs", fmt(r.keychainGetMs, 3)],
-		["keychainSetMs", fmt(r.keychainSetMs, 3)],
-		["overheadMsAt100Accounts", fmt(r.overheadMsAt100Accounts, 3)],
+	const lines = linesOf(r);
+	const keyed: Array<[string, (line: LineResults) => string]> = [
+		["requestOverheadMs", (l) => fmt(l.requestOverheadMs, 3)],
+		["requestOverheadP90Ms", (l) => fmt(l.requestOverheadP90Ms, 3)],
+		["requestOverheadRatioAt300ms", (l) => fmt(l.requestOverheadRatioAt300ms, 4)],
+		["failoverOverheadMs", (l) => fmt(l.failoverOverheadMs, 3)],
+		["refreshCallsUnderContention", (l) => String(l.refreshCallsUnderContention ?? "–")],
+		[
+			"contentionWallMs",
+			(l) =>
+				l.contentionWallMs
+					? Object.entries(l.contentionWallMs)
+							.map(([n, ms]) => `N=${n}: ${fmt(ms, 1)}`)
+							.join(", ")
+					: "–",
+		],
+		["startupOverheadMs", (l) => fmt(l.startupOverheadMs, 1)],
+		["keychainGetMs", (l) => fmt(l.keychainGetMs, 3)],
+		["keychainSetMs", (l) => fmt(l.keychainSetMs, 3)],
+		["overheadMsAt100Accounts", (l) => fmt(l.overheadMsAt100Accounts, 3)],
+	];
+	const out = [
+		"## Headline figures",
+		"",
+		row(["key", "target", ...lines.map(lineName)]),
+		row(["---", "---", ...lines.map(() => "---:")]),
 	];
 	for (const [key, value] of keyed) {
-		const target = byKey.get(key);
-		const met = target?.met === true ? "yes" : target?.met === false ? "**no**" : "–";
-		out.push(row([`\`${key}\``, value, target?.target ?? "(reported)", target ? met : "–"]));
+		const target = r.targets.find((t) => t.key === key);
+		const cells = lines.map((line) => `${value(line)}${verdict(line.targets.find((t) => t.key === key))}`);
+		out.push(row([`\`${key}\``, target?.target ?? "(reported)", ...cells]));
 	}
 	out.push("");
-	for (const [phase, error] of Object.entries(r.errors)) out.push(`**Phase ${phase} failed:** ${error}`, "");
+	for (const line of lines) {
+		for (const [phase, error] of Object.entries(line.errors)) {
+			out.push(
+				`**${lineName(line)}, phase ${phase} failed:** ${error.split("\n")[0]} (the stack is in results.json)`,
+				"",
+			);
+		}
+	}
 	return out;
 }
 
-function requestSection(ro: RequestOverheadResult): string[] {
+function requestSection(lines: LineResults[]): string[] {
+	const ro = (line: LineResults) => line.details.requestOverhead;
+	const bytes = (line: LineResults) => {
+		const p = ro(line)?.payloadBytes;
+		return p ? `${p.mcc} / ${p.anthropic}` : undefined;
+	};
+	const added = (pick: (r: RequestOverheadResult) => OverheadFigures, field: keyof OverheadFigures, digits = 3) => {
+		return (line: LineResults) => {
+			const r = ro(line);
+			return r ? fmt(pick(r)[field] as number, digits) : undefined;
+		};
+	};
+	const comparison = (title: string, pick: (r: RequestOverheadResult) => OverheadFigures): string[] => [
+		`**${title}**`,
+		"",
+		...lineTable(lines, "", [
+			["added median ms", added(pick, "addedMedianMs")],
+			["median of the per-round differences ms", added(pick, "addedPairedMedianMs")],
+			["added p90 ms", added(pick, "addedP90Ms")],
+			["added p95 ms", added(pick, "addedP95Ms")],
+			["of the median: before the request is sent", added(pick, "addedBeforeRequestMs")],
+			["of the median: after the response head", added(pick, "addedAfterResponseMs")],
+			["ratio of the medians", added(pick, "ratio", 4)],
+		]),
+	];
 	return [
 		"## 1. Request overhead (prompt → finished reply, real pi SDK)",
 		"",
-		"Three pi sessions in one process, same model (`claude-sonnet-4-5`), same instant fake server, same " +
-			"`sk-ant-oat01-…` token shape, so the same OAuth-shaped request (Bearer; request bodies of " +
-			`${ro.payloadBytes.mcc} and ${ro.payloadBytes.anthropic} bytes): ` +
-			"**A** pi with the extension, on `multi-claude-code`; **B** plain pi on the built-in `anthropic` provider, " +
-			"redirected by `providers.anthropic.baseUrl` in `models.json`; **C** pi with the extension loaded but on " +
-			"the built-in `anthropic` provider. Each round runs A, B and C back to back in random order, after " +
-			"warm-up; every prompt starts from an empty transcript, after the extension's background writes of the " +
-			"previous one have finished (as between a person's prompts). Added = difference of the medians (p90s, " +
-			"p95s). A `fetch` wrapper installed first splits it into the time before the HTTP request is sent and " +
-			"after the response head arrived.",
+		"Three pi sessions in one process per line, same model (`claude-sonnet-4-5`), same instant fake server, same " +
+			"`sk-ant-oat01-…` token shape, so the same OAuth-shaped request (Bearer): **A** pi with the extension, on " +
+			"`multi-claude-code`; **B** plain pi on the built-in `anthropic` provider, redirected by " +
+			"`providers.anthropic.baseUrl` in `models.json`; **C** pi with the extension loaded but on the built-in " +
+			"`anthropic` provider. Each round runs A, B and C back to back in random order, after warm-up; every " +
+			"prompt starts from an empty transcript, after the extension's background writes of the previous one have " +
+			"finished (as between a person's prompts). Added = difference of the medians (p90s, p95s). A `fetch` " +
+			"wrapper installed first splits it into the time before the HTTP request is sent and after the response " +
+			"head arrived. Cells are median / p90 ms (n).",
 		"",
-		...SUMMARY_HEAD,
-		summaryRow("A: multi-claude-code (extension)", ro.instant.mcc),
-		summaryRow("B: anthropic, plain pi", ro.instant.baseline),
-		summaryRow("C: anthropic, extension loaded", ro.extensionLoadedVsPlain.mcc),
-		summaryRow("A, 300 ms to first token", ro.at300ms.mcc),
-		summaryRow("B, 300 ms to first token", ro.at300ms.baseline),
-		"",
-		row([
-			"comparison",
-			"added median ms",
-			"added p90 ms",
-			"added p95 ms",
-			"before request",
-			"after response",
-			"ratio",
+		...lineTable(lines, "arm", [
+			["A: multi-claude-code (extension)", (l) => spread(ro(l)?.instant.mcc)],
+			["B: anthropic, plain pi", (l) => spread(ro(l)?.instant.baseline)],
+			["C: anthropic, extension loaded", (l) => spread(ro(l)?.extensionLoadedVsPlain.mcc)],
+			["A, 300 ms to first token", (l) => spread(ro(l)?.at300ms.mcc)],
+			["B, 300 ms to first token", (l) => spread(ro(l)?.at300ms.baseline)],
+			["request body bytes, A / B", bytes],
 		]),
-		row(["---", "---:", "---:", "---:", "---:", "---:", "---:"]),
-		comparisonRow("**A − B**: the extension, all in (headline)", ro.instant),
-		comparisonRow("A − C: its provider path alone", ro.instantVsExtensionLoaded),
-		comparisonRow("C − B: pi's cost of having it loaded", ro.extensionLoadedVsPlain),
-		comparisonRow("A − B at 300 ms to first token", ro.at300ms),
+		...comparison("A − B: the extension, all in (the headline)", (r) => r.instant),
+		...comparison("A − C: its provider path alone", (r) => r.instantVsExtensionLoaded),
+		...comparison("C − B: pi's cost of having it loaded", (r) => r.extensionLoadedVsPlain),
+		...comparison("A − B at 300 ms to first token", (r) => r.at300ms),
+		"The extension's per-request steps, each timed alone in the same process (warm caches), median / p90 ms:",
 		"",
-		"The extension's per-request steps, each timed alone in the same process (warm caches):",
-		"",
-		...SUMMARY_HEAD,
-		summaryRow("config.read() (unchanged file)", ro.steps.configRead),
-		summaryRow("state.read() (unchanged file)", ro.steps.stateRead),
-		summaryRow("broker.getAccessToken() (one keychain read)", ro.steps.getAccessToken),
-		"",
+		...lineTable(lines, "step", [
+			["config.read() (unchanged file)", (l) => spread(ro(l)?.steps.configRead, 3)],
+			["state.read() (unchanged file)", (l) => spread(ro(l)?.steps.stateRead, 3)],
+			["broker.getAccessToken() (one keychain read)", (l) => spread(ro(l)?.steps.getAccessToken, 3)],
+		]),
 	];
 }
 
-function failoverSection(f: FailoverResult): string[] {
+function failoverSection(lines: LineResults[]): string[] {
+	const f = (line: LineResults) => line.details.failover;
 	return [
 		"## 2. Failover (429 on the first account, the second one streams)",
 		"",
 		"Three kinds, interleaved in random order, each after the same preparation (config with the right active " +
 			"account; the state file reset, so no cooldown is left): the failover through pi; a direct request to the " +
 			"second account through pi; and the 429 round trip alone (pi-ai's `streamSimpleAnthropic` with the first " +
-			"account's token and `maxRetries: 0`, as the extension makes its first attempt).",
+			"account's token and `maxRetries: 0`, as the extension makes its first attempt). Added by the failover " +
+			"beyond the 429 round trip = median(failover) − median(direct) − median(429). Cells are median / p90 ms (n).",
 		"",
-		...SUMMARY_HEAD,
-		summaryRow("failover (429, then the fallback streams)", f.failover),
-		summaryRow("direct request to the second account", f.direct),
-		summaryRow("429 round trip alone", f.raw429),
-		summaryRow("cooldown write alone (startCooldown)", f.cooldownWrite),
-		"",
-		"Added by the failover beyond the 429 round trip: median(failover) − median(direct) − median(429) = " +
-			`**${fmt(f.overheadMs, 3)} ms**.${f.failures.length > 0 ? ` Failed samples: ${f.failures.length}.` : ""}`,
-		"",
+		...lineTable(lines, "", [
+			["failover (429, then the fallback streams)", (l) => spread(f(l)?.failover)],
+			["direct request to the second account", (l) => spread(f(l)?.direct)],
+			["429 round trip alone", (l) => spread(f(l)?.raw429)],
+			["cooldown write alone (startCooldown)", (l) => spread(f(l)?.cooldownWrite, 3)],
+			["**added by the failover, ms**", (l) => (f(l) ? `**${fmt(f(l)?.overheadMs, 3)}**` : undefined)],
+			["failed samples", (l) => (f(l) ? String(f(l)?.failures.length) : undefined)],
+		]),
 	];
 }
 
-function contentionSection(results: ContentionResult[]): string[] {
-	const out = [
+function contentionSection(lines: LineResults[]): string[] {
+	const at = (line: LineResults, n: number) => line.details.contention?.find((c) => c.processes === n);
+	const sizes = [...new Set(lines.flatMap((l) => l.details.contention?.map((c) => c.processes) ?? []))];
+	return [
 		"## 3. Refresh under contention (separate processes, single-use rotating refresh tokens)",
 		"",
-		"N processes (each the extension's real `createCore()`, run through jiti) wait at a barrier while the " +
-			"account's access token is expired, then all ask the broker for it at once. Token requests per round, and " +
-			"the time from the release until the last process has its token (every round checks that all of them hold " +
-			"the same new token).",
+		"N processes (each the extension's real `createCore()`, run through jiti on the line's Node) wait at a barrier " +
+			"while the account's access token is expired, then all ask the broker for it at once. Cells: token requests " +
+			"per round; the time from the release until the last process has its token (median of the rounds, ms); " +
+			"every round checks that all of them hold the same new token.",
 		"",
-		row(["processes", "token requests per round", "wall ms per round", "wall ms (median)", "per-process median ms"]),
-		row(["---:", "---", "---", "---:", "---:"]),
-	];
-	for (const c of results) {
-		out.push(
-			row([
-				c.processes,
-				c.rounds.map((x) => x.tokenRequests).join(", "),
-				c.rounds.map((x) => fmt(x.wallMs, 1)).join(", "),
-				fmt(c.wallMs, 1),
-				fmt(c.perProcess.median, 1),
+		...lineTable(
+			lines,
+			"processes",
+			sizes.map((n) => [
+				String(n),
+				(l) => {
+					const c = at(l, n);
+					return c ? `${c.rounds.map((x) => x.tokenRequests).join(", ")}; ${fmt(c.wallMs, 1)} ms` : undefined;
+				},
 			]),
-		);
-	}
-	out.push("");
-	return out;
+		),
+	];
 }
 
-function startupSection(s: StartupResult): string[] {
-	const out = [
+function startupSection(lines: LineResults[]): string[] {
+	const s = (line: LineResults) => line.details.startup;
+	return [
 		"## 4. Start-up (`pi --list-models`, a fresh process each run, alternating)",
 		"",
-		...SUMMARY_HEAD,
-		summaryRow("pi, no extension: wall time", s.plain),
-		summaryRow("pi -e index.ts (this extension): wall time", s.extension),
-		summaryRow("pi, no extension: CPU time (user + system)", s.cpu.plain),
-		summaryRow("pi -e index.ts: CPU time (user + system)", s.cpu.extension),
+		"The line's own pi CLI on the line's Node: without an extension, with an empty TypeScript extension (what " +
+			"pi charges for loading any extension: pi 1.x loads jiti only then) and with `-e index.ts`, alternating. " +
+			"Then, in fresh processes: pi's " +
+			"extension loader alone (`loadExtensions`, jiti) on index.ts and on an empty TypeScript extension (both in " +
+			"each process, order alternating), imports of the keyring and zod, and the lazy load of the extension's " +
+			"runtime on first use. Cells are median / p90 ms (n).",
 		"",
-		`Added by the extension: **${fmt(s.overheadMs, 1)} ms** median wall time (${fmt(s.cpu.overheadMs, 1)} ms ` +
-			"of CPU time).",
-		"",
+		...lineTable(lines, "", [
+			["pi, no extension: wall time", (l) => spread(s(l)?.plain, 1)],
+			["pi -e an empty TypeScript extension: wall time", (l) => spread(s(l)?.emptyExtension, 1)],
+			["pi -e index.ts: wall time", (l) => spread(s(l)?.extension, 1)],
+			["pi, no extension: CPU time (user + system)", (l) => spread(s(l)?.cpu.plain, 1)],
+			["pi -e index.ts: CPU time", (l) => spread(s(l)?.cpu.extension, 1)],
+			["**added by the extension (wall), ms**", (l) => (s(l) ? `**${fmt(s(l)?.overheadMs, 1)}**` : undefined)],
+			["of it, over the empty extension (wall), ms", (l) => fmt(s(l)?.overheadVsEmptyMs, 1)],
+			["added CPU time, ms", (l) => fmt(s(l)?.cpu.overheadMs, 1)],
+			[
+				"pi's loader: index.ts (statSync calls)",
+				(l) => {
+					const loader = s(l)?.loader;
+					return loader ? `${spread(loader.extension, 1)} (${loader.statSyncCalls.extension})` : undefined;
+				},
+			],
+			[
+				"pi's loader: an empty extension (statSync calls)",
+				(l) => {
+					const loader = s(l)?.loader;
+					return loader
+						? `${spread(loader.emptyExtension, 1)} (${loader.statSyncCalls.emptyExtension})`
+						: undefined;
+				},
+			],
+			['import("@napi-rs/keyring")', (l) => spread(s(l)?.imports.keyring, 1)],
+			['import("zod")', (l) => spread(s(l)?.imports.zod, 1)],
+			["both, one after the other", (l) => spread(s(l)?.imports.keyringPlusZod, 1)],
+			[
+				"the load on first use (jiti)",
+				(l) => {
+					const imports = s(l)?.imports;
+					return imports ? `${spread(imports.lazyLoadViaJiti, 1)}, ${imports.lazyModule}` : undefined;
+				},
+			],
+		]),
 	];
-	if (s.loader) {
-		out.push(
-			"pi's own extension loader (`loadExtensions`, jiti) alone, in fresh processes that have already imported " +
-				"pi (both extensions in each process, order alternating):",
-			"",
-			...SUMMARY_HEAD,
-			summaryRow(`index.ts (${s.loader.statSyncCalls.extension} statSync calls)`, s.loader.extension),
-			summaryRow(
-				`an empty TypeScript extension (${s.loader.statSyncCalls.emptyExtension})`,
-				s.loader.emptyExtension,
-			),
-			"",
-		);
-	}
-	out.push(
-		"Imports in a fresh Node process (why the keyring and zod are loaded lazily), and the lazy load itself:",
-		"",
-		...SUMMARY_HEAD,
-		summaryRow('import("@napi-rs/keyring")', s.imports.keyring),
-		summaryRow('import("zod")', s.imports.zod),
-		summaryRow("both, one after the other", s.imports.keyringPlusZod),
-		summaryRow(`the load on first use (jiti: ${s.imports.lazyModule})`, s.imports.lazyLoadViaJiti),
-		"",
-	);
-	return out;
 }
 
-function keychainSection(k: KeychainResult): string[] {
+function keychainSection(lines: LineResults[]): string[] {
+	const k = (line: LineResults) => line.details.keychain;
+	const first = lines.map(k).find(Boolean);
 	return [
-		`## 5. Keychain (${k.backend}, the extension's OsSecretStore, a ${k.secretBytes}-byte item)`,
+		`## 5. Keychain (${first?.backend ?? "–"}, the extension's OsSecretStore, a ${first?.secretBytes ?? "–"}-byte item)`,
 		"",
-		...SUMMARY_HEAD,
-		summaryRow("get", k.get),
-		summaryRow("set (in place)", k.set),
-		summaryRow("first access of a label in a process", k.firstAccess),
+		"The same keychain from each line's Node. Cells are median / p90 ms (n).",
 		"",
+		...lineTable(lines, "", [
+			["get", (l) => spread(k(l)?.get, 3)],
+			["set (in place)", (l) => spread(k(l)?.set, 3)],
+			["first access of a label in a process", (l) => spread(k(l)?.firstAccess, 3)],
+		]),
 	];
 }
 
-function scaleSection(points: ScalePoint[]): string[] {
-	const out = [
+function scaleSection(lines: LineResults[]): string[] {
+	const at = (line: LineResults, n: number) => line.details.scale?.find((p) => p.accounts === n);
+	const sizes = [...new Set(lines.flatMap((l) => l.details.scale?.map((p) => p.accounts) ?? []))];
+	const first = lines.map((l) => l.details.scale).find(Boolean);
+	return [
 		"## 6. Scale (accounts configured, every item in the keychain, long fallback chains)",
 		"",
 		"Request overhead as in 1. (A − B, interleaved), with every account falling back to the next min(N − 1, 64) " +
-			"accounts (64 is the config's limit per chain).",
+			"accounts (64 is the config's limit per chain). Cells: added median / added p90 ms (pairs); config.read() " +
+			"alone, median ms.",
 		"",
-		row(["accounts", "chain", "config bytes", "added median ms", "added p90 ms", "A median", "config.read", "pairs"]),
-		row(["---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]),
+		...lineTable(
+			lines,
+			"accounts (chain, config bytes)",
+			sizes.map((n) => {
+				const point = first?.find((p) => p.accounts === n);
+				return [
+					`${n} (${point?.chainLength ?? "–"}, ${point?.configBytes ?? "–"})`,
+					(l) => {
+						const p = at(l, n);
+						return p
+							? `${fmt(p.overhead.addedMedianMs, 3)} / ${fmt(p.overhead.addedP90Ms, 3)} (${p.overhead.mcc.n}); ` +
+									`config.read ${fmt(p.configRead.median, 3)}`
+							: undefined;
+					},
+				];
+			}),
+		),
 	];
-	for (const p of points) {
-		out.push(
-			row([
-				p.accounts,
-				p.chainLength,
-				p.configBytes,
-				fmt(p.overhead.addedMedianMs, 3),
-				fmt(p.overhead.addedP90Ms, 3),
-				fmt(p.overhead.mcc.median, 3),
-				fmt(p.configRead.median, 3),
-				p.overhead.mcc.n,
-			]),
-		);
-	}
-	out.push("");
-	return out;
 }
 
-/** Statements read off this run's own figures (no claim here that the run does not measure). */
-function findings(r: Results): string[] {
-	const d = r.details;
+/** Statements read off one line's own figures (no claim here that the run does not measure). */
+function findings(line: LineResults): string[] {
+	const d = line.details;
 	const lines: string[] = [];
 	if (d.requestOverhead) {
 		const ro = d.requestOverhead;
@@ -354,7 +416,7 @@ function findings(r: Results): string[] {
 		const f = d.failover;
 		lines.push(
 			`Failover: ${fmt(f.overheadMs, 2)} ms added beyond the 429 round trip; the cooldown write alone ` +
-				`(lock, read, validate, write, fsync, rename) takes ${fmt(f.cooldownWrite.median, 2)} ms.`,
+				`takes ${fmt(f.cooldownWrite.median, 2)} ms.`,
 		);
 	}
 	if (d.startup?.loader) {
@@ -362,11 +424,7 @@ function findings(r: Results): string[] {
 		lines.push(
 			`Start-up: pi's loader takes ${fmt(l.extension.median, 1)} ms for index.ts and makes ` +
 				`${l.statSyncCalls.extension} statSync calls (an empty extension: ${fmt(l.emptyExtension.median, 1)} ms, ` +
-				`${l.statSyncCalls.emptyExtension}).` +
-				(l.statSyncCalls.extension > 100
-					? " Most of those calls are jiti probing candidate files for relative `.js` specifiers that name " +
-						"`.ts` files, before it falls back to the `.ts` file."
-					: ""),
+				`${l.statSyncCalls.emptyExtension}).`,
 		);
 	}
 	if (d.scale) {
@@ -381,40 +439,42 @@ function findings(r: Results): string[] {
 			);
 		}
 	}
-	return lines.length > 0 ? ["## Findings (from this run's figures)", "", ...lines.map((l) => `- ${l}`), ""] : [];
+	return lines.length > 0 ? [`**${lineName(line)}**`, "", ...lines.map((l) => `- ${l}`), ""] : [];
 }
 
 export function renderMarkdown(r: Results): string {
-	const d = r.details;
+	const lines = linesOf(r);
+	const has = (phase: keyof LineResults["details"]) => lines.some((line) => line.details[phase] !== undefined);
+	const findingLines = lines.flatMap(findings);
 	const out: string[] = [
 		"# Benchmark results: pi-multi-claude-code",
 		"",
 		`Generated ${r.generatedAt} by \`npm run bench\` in ${r.durationSec.toFixed(0)} s` +
-			`${r.quick ? " — **quick run (reduced samples, not for the record)**" : ""}. Everything ran in one ` +
-			"process tree against fake servers on 127.0.0.1; `bench/results.json` holds every figure.",
+			`${r.quick ? " — **quick run (reduced samples, not for the record)**" : ""}, on ` +
+			`${lines.map(lineName).join(" and ")}. Every phase ran on each line in one process tree (the pi 1.x half in ` +
+			"a child process on its own Node) against fake servers on 127.0.0.1; `bench/results.json` holds every " +
+			"figure (the pinned line at the top level, pi 1.x under `pi1x`).",
 		"",
 		...machineSection(r),
 		...headlineSection(r),
-		...findings(r),
+		...(findingLines.length > 0 ? ["## Findings (from this run's figures)", "", ...findingLines] : []),
 	];
-	if (d.requestOverhead) out.push(...requestSection(d.requestOverhead));
-	if (d.failover) out.push(...failoverSection(d.failover));
-	if (d.contention) out.push(...contentionSection(d.contention));
-	if (d.startup) out.push(...startupSection(d.startup));
-	if (d.keychain) out.push(...keychainSection(d.keychain));
-	if (d.scale) out.push(...scaleSection(d.scale));
+	if (has("requestOverhead")) out.push(...requestSection(lines));
+	if (has("failover")) out.push(...failoverSection(lines));
+	if (has("contention")) out.push(...contentionSection(lines));
+	if (has("startup")) out.push(...startupSection(lines));
+	if (has("keychain")) out.push(...keychainSection(lines));
+	if (has("scale")) out.push(...scaleSection(lines));
 	out.push(
 		"## Method notes",
 		"",
 		"- Added times are differences of medians (or percentiles) of interleaved arms, so load shared by the arms " +
-			"cancels out; the load average above says how busy the machine was. Figures of record come from a quiet " +
-			"machine.",
-		"- The extension installs one process-wide `fetch` wrapper (to see status and headers of its own requests). " +
-			"Once installed, the built-in arms pass through it too (one AsyncLocalStorage lookup and one async frame, " +
-			"about a microsecond), so the request figures leave that cost out.",
+			"cancels out; the load average above says how busy the machine was. The two lines run one after the " +
+			"other, so they may see different load.",
 		"- Linux: a private throwaway D-Bus session and gnome-keyring (`bench/run-with-keyring.sh`), never yours.",
-		"- To profile: `PI_MCC_BENCH_NODE_OPTIONS=--cpu-prof npm run bench -- --quick --only=request`. To measure a " +
-			"candidate change without touching src/: `PI_MCC_BENCH_EXTENSION=/path/to/copy/index.ts npm run bench`.",
+		"- To profile: `PI_MCC_BENCH_NODE_OPTIONS=--cpu-prof npm run bench -- --quick --only=request` (the pi 1.x " +
+			"child gets the same options). To measure a candidate change without touching src/: " +
+			"`PI_MCC_BENCH_EXTENSION=/path/to/copy/index.ts npm run bench`. One line only: `--line=0.73` or `--line=1.x`.",
 		"",
 	);
 	return out.join("\n");

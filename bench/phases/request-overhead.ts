@@ -39,6 +39,8 @@ export async function useBenchAccount(ctx: BenchContext, delayMs = 0): Promise<v
 	ctx.api.script(ctx.benchToken, ok(REPLY_TEXT, { delayMs }));
 	ctx.api.script(ctx.anthropicToken, ok(REPLY_TEXT, { delayMs }));
 	await ctx.env.writeConfig([{ label: BENCH_LABEL, fallbackTo: [] }], BENCH_LABEL);
+	await ctx.mcc.useAccount(BENCH_LABEL);
+	await ctx.env.quiesce();
 	await ctx.env.resetState();
 }
 
@@ -47,7 +49,7 @@ export async function requestOverhead(ctx: BenchContext): Promise<RequestOverhea
 	await useBenchAccount(ctx);
 	const arms = [ctx.mcc, ctx.anthropic, ctx.anthropicWithExtension];
 	const quiesce = ctx.env.quiesce;
-	const instant = await runInterleaved(arms, { warmup: budget.n(40, 10), samples: budget.n(300, 40), quiesce });
+	const instant = await runInterleaved(arms, { warmup: budget.n(40, 10), samples: budget.n(800, 60), quiesce });
 	const payloadBytes = verifyRequests(ctx);
 	const arm = (session: (typeof arms)[number]) => instant.arms.get(session) as ArmSamples;
 	const failures = instant.failures.length;
@@ -56,7 +58,7 @@ export async function requestOverhead(ctx: BenchContext): Promise<RequestOverhea
 	const loadedVsPlain = overheadFigures(arm(ctx.anthropicWithExtension), arm(ctx.anthropic), failures);
 	const f = instantFigures;
 	ctx.log(
-		`instant server: added median ${f.addedMedianMs} ms, p90 ${f.addedP90Ms} ms (mcc ${f.mcc.median} ms, ` +
+		`instant server: added median ${f.addedMedianMs} ms (paired ${f.addedPairedMedianMs}), p90 ${f.addedP90Ms} ms (mcc ${f.mcc.median} ms, ` +
 			`anthropic ${f.baseline.median} ms, n=${f.mcc.n}); before the request ${f.addedBeforeRequestMs} ms, ` +
 			`after the response ${f.addedAfterResponseMs} ms`,
 	);
@@ -67,7 +69,7 @@ export async function requestOverhead(ctx: BenchContext): Promise<RequestOverhea
 	ctx.api.clearRequests();
 
 	await useBenchAccount(ctx, 300);
-	const slow = await runInterleaved([ctx.mcc, ctx.anthropic], { warmup: 2, samples: budget.n(30, 6), quiesce });
+	const slow = await runInterleaved([ctx.mcc, ctx.anthropic], { warmup: 2, samples: budget.n(40, 6), quiesce });
 	const slowArm = (session: BenchContext["mcc"]) => slow.arms.get(session) as ArmSamples;
 	const slowFigures = overheadFigures(slowArm(ctx.mcc), slowArm(ctx.anthropic), slow.failures.length);
 	ctx.log(

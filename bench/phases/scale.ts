@@ -31,6 +31,8 @@ export async function scale(ctx: BenchContext): Promise<ScalePoint[]> {
 		const access = i === 0 ? activeToken : newAccessToken();
 		await env.storeAccount(label(i), { access, refresh: newRefreshToken(), expires });
 	}
+	// gnome-keyring rewrites its keyring file after changes: let it finish before anything is timed.
+	await settle(2_000);
 	api.script(activeToken, ok(REPLY_TEXT));
 	api.script(ctx.anthropicToken, ok(REPLY_TEXT));
 	const points: ScalePoint[] = [];
@@ -41,6 +43,8 @@ export async function scale(ctx: BenchContext): Promise<ScalePoint[]> {
 			fallbackTo: Array.from({ length: chainLength }, (_, k) => label((i + 1 + k) % size)),
 		}));
 		await env.writeConfig(accounts, label(0));
+		await ctx.mcc.useAccount(label(0));
+		await env.quiesce();
 		await env.resetState();
 		const samples = await runInterleaved([ctx.mcc, ctx.anthropic], {
 			warmup: ctx.budget.n(20, 5),

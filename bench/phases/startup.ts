@@ -9,11 +9,14 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { piLine } from "../../test/helpers/pi-line.ts";
 import type { BenchContext } from "../lib/context.ts";
 import { EXTENSION_PATH, REPO_ROOT } from "../lib/pi.ts";
 import { median, round, type Summary, shuffled, summarize } from "../lib/stats.ts";
 
-export const PI_CLI = join(REPO_ROOT, "node_modules", "@mariozechner", "pi-coding-agent", "dist", "cli.js");
+/** The line's pi (test/helpers/pi-line.ts): its CLI, run on this process's Node (the 1.x half runs on Node 22). */
+const LINE = piLine();
+export const PI_CLI = LINE.cliPath;
 const EMPTY_EXTENSION = join(REPO_ROOT, "bench", "fixtures", "empty-extension.ts");
 /**
  * What the extension under test loads on first use: its runtime (src/runtime.ts, createRuntime), or, in versions
@@ -29,10 +32,24 @@ const LAZY_LOAD = existsSync(join(EXTENSION_SRC, "runtime.ts"))
 		}
 	: { module: join(EXTENSION_SRC, "runtime-loader.ts"), call: "await module.loadRuntime(process.env);" };
 export const LAZY_LOAD_NAME = LAZY_LOAD.module.slice(dirname(EXTENSION_PATH).length + 1);
-const PI_DIST = join(REPO_ROOT, "node_modules", "@mariozechner", "pi-coding-agent", "dist");
+const PI_DIST = join(LINE.packageDir, "dist");
 const PI_LOADER = join(PI_DIST, "core", "extensions", "loader.js");
+/** The pi-ai an extension gets on this line (pi 1.x hands extensions its compatibility view). */
+const PI_AI_FOR_EXTENSIONS =
+	LINE.name === "1.x"
+		? pathToFileURL(join(PI_DIST, "core", "extensions", "pi-ai-extension-view.js")).href
+		: "@mariozechner/pi-ai";
+/**
+ * pi's CLI gets the environment without JITI_ALIAS (the 1.x half sets it for its own test-code imports): pi's
+ * bundled 1.x CLI resolves extension imports through its own virtual modules, which an env alias would override.
+ */
+function cliEnv(): NodeJS.ProcessEnv {
+	const env = { ...process.env };
+	delete env.JITI_ALIAS;
+	return env;
+}
 
-type Arm = "plain" | "extension";
+type Arm = "plain" | "empty" | "extension";
 
 export interface LoaderProbe {
 	/** pi's loadExtensions([path]) in a fresh process that has already imported pi. */
@@ -47,8 +64,12 @@ export interface LoaderProbe {
 export interface StartupResult {
 	plain: Summary;
 	extension: Summary;
+	/** pi -e an empty TypeScript extension: what pi charges for loading any extension (jiti). */
+	emptyExtension?: Summary;
 	/** median(extension) − median(plain), wall time from spawn to exit. */
 	overheadMs: number;
+	/** median(extension) − median(emptyExtension): this extension's own part of it. */
+	overheadVsEmptyMs?: number;
 	/** The same runs' own CPU time (user + system, all threads), a steadier figure on a busy machine. */
 	cpu: { plain: Summary; extension: Summary; overheadMs: number };
 	/** pi's extension loader alone, this extension versus an empty one (undefined if pi's loader moved). */
@@ -64,10 +85,10 @@ interface Run {
 	stderr: string;
 }
 
-function run(args: string[], cwd: string): Promise<Run> {
+function run(args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): Promise<Run> {
 	return new Promise((resolve, reject) => {
 		const started = performance.now();
-		const child = spawn(process.execPath, args, { cwd, env: process.env, stdio: ["ignore", "pipe", "pipe"] });
+		const child = spawn(process.execPath, args, { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
 		let stdout = "";
 		let stderr = "";
 		child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
@@ -99,6 +120,7 @@ const CPU_HOOK = `data:text/javascript,${encodeURIComponent(
 
 const ARGS: Record<Arm, string[]> = {
 	plain: ["--import", CPU_HOOK, PI_CLI, "--list-models"],
+	empty: ["--import", CPU_HOOK, PI_CLI, "-e", EMPTY_EXTENSION, "--list-models"],
 	extension: ["--import", CPU_HOOK, PI_CLI, "-e", EXTENSION_PATH, "--list-models"],
 };
 
@@ -111,7 +133,7 @@ function cpuMs(stderr: string): number {
 function loaderProbe(paths: string[]): string {
 	return [
 		'import fs from "node:fs";',
-		'await import("@mariozechner/pi-coding-agent");',
+		`await import(${JSON.stringify(pathToFileURL(join(PI_DIST, "index.js")).href)});`,
 		`const loader = await import(${JSON.stringify(pathToFileURL(PI_LOADER).href)});`,
 		"const statSync = fs.statSync;",
 		"let stats = 0;",
@@ -148,7 +170,7 @@ const ZOD_FIRST_PROBE = [
 const CORE_PROBE = [
 	'import { createJiti } from "jiti";',
 	// pi has pi-ai loaded already when the extension first needs its runtime.
-	'await import("@mariozechner/pi-ai");',
+	`await import(${JSON.stringify(PI_AI_FOR_EXTENSIONS)});`,
 	"const jiti = createJiti(import.meta.url, { moduleCache: false });",
 	"const t0 = performance.now();",
 	`const module = await jiti.import(${JSON.stringify(LAZY_LOAD.module)});`,
@@ -163,14 +185,14 @@ async function probe(code: string, cwd = REPO_ROOT): Promise<Record<string, numb
 }
 
 export async function startup(ctx: BenchContext): Promise<StartupResult> {
-	const times: Record<Arm, number[]> = { plain: [], extension: [] };
-	const cpu: Record<Arm, number[]> = { plain: [], extension: [] };
+	const times: Record<Arm, number[]> = { plain: [], empty: [], extension: [] };
+	const cpu: Record<Arm, number[]> = { plain: [], empty: [], extension: [] };
 	const arms = Object.keys(ARGS) as Arm[];
 	const warmup = 1;
-	const rounds = ctx.budget.n(15, 3);
+	const rounds = ctx.budget.n(12, 3);
 	for (let i = 0; i < warmup + rounds; i++) {
 		for (const arm of shuffled(arms)) {
-			const result = await run(ARGS[arm], ctx.env.cwd);
+			const result = await run(ARGS[arm], ctx.env.cwd, cliEnv());
 			if (result.code !== 0) throw new Error(`pi --list-models (${arm}) failed: ${result.stderr}`);
 			// pi prints the model table to stdout or stderr depending on the version: look at both.
 			const listed = `${result.stdout}\n${result.stderr}`.includes("multi-claude-code");
@@ -185,11 +207,13 @@ export async function startup(ctx: BenchContext): Promise<StartupResult> {
 		}
 	}
 	const overheadMs = round(median(times.extension) - median(times.plain));
+	const overheadVsEmptyMs = round(median(times.extension) - median(times.empty));
 	const cpuOverheadMs = round(median(cpu.extension) - median(cpu.plain));
 	ctx.log(
-		`pi --list-models: plain ${round(median(times.plain))} ms, ` +
-			`with the extension ${round(median(times.extension))} ms ` +
-			`→ added ${overheadMs} ms (n=${rounds} each); CPU time added ${cpuOverheadMs} ms`,
+		`pi --list-models: plain ${round(median(times.plain))} ms, with an empty extension ` +
+			`${round(median(times.empty))} ms, with this one ${round(median(times.extension))} ms ` +
+			`→ added ${overheadMs} ms (${overheadVsEmptyMs} ms over the empty one; n=${rounds} each); CPU time added ` +
+			`${cpuOverheadMs} ms`,
 	);
 
 	let loader: LoaderProbe | undefined;
@@ -235,7 +259,9 @@ export async function startup(ctx: BenchContext): Promise<StartupResult> {
 	const result: StartupResult = {
 		plain: summarize(times.plain),
 		extension: summarize(times.extension),
+		emptyExtension: summarize(times.empty),
 		overheadMs,
+		overheadVsEmptyMs,
 		cpu: { plain: summarize(cpu.plain), extension: summarize(cpu.extension), overheadMs: cpuOverheadMs },
 		loader,
 		imports: {

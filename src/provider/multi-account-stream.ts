@@ -2,7 +2,9 @@
  * The request path, the heart of the provider: a request of a session starts from that session's account, asks
  * the broker for its token, delegates to pi-ai's Anthropic streaming, and on a rate limit or overload before any
  * content retries on the origin's own fallback list (directional, not transitive, at most 5 hops). Three steps
- * share one `Request`: plan the attempts, try one account, end without an answer.
+ * share one `Request`: plan the attempts, try one account, end without an answer. They stay in one file on purpose:
+ * each reads and updates the same `Request` (tokens in flight, the held failure, the cooldowns being written), and
+ * split across modules that state would have to be exported; the policy itself lives in fallback-policy.ts.
  */
 import {
 	type Api,
@@ -14,7 +16,7 @@ import {
 	type SimpleStreamOptions,
 } from "@mariozechner/pi-ai";
 import { AccountError } from "../broker/token-broker.ts";
-import type { AccountsConfig, Cooldown, UsageSnapshot } from "../config/schema.ts";
+import type { AccountsConfig, Cooldown, SharedState, UsageSnapshot } from "../config/schema.ts";
 import type { Core } from "../core.ts";
 import { failStream } from "../host.ts";
 import { PROVIDER_ID } from "../manifest.ts";
@@ -29,7 +31,7 @@ import {
 	planAttempts,
 } from "./fallback-policy.ts";
 import { ANTHROPIC_API } from "./models.ts";
-import { type CapturedResponse, recordingFetch, withResponseCapture } from "./response-capture.ts";
+import { type CapturedResponse, markedCapture, recordingFetch } from "./response-capture.ts";
 import { applyUsage, headlineText, preemptionUntil, readUsageHeaders } from "./usage.ts";
 
 /** pi-ai's Anthropic streaming (`streamSimpleAnthropic`), or a scripted stand-in in unit tests. */
@@ -52,7 +54,7 @@ export interface RequestDeps {
 	delegate: AnthropicStreamFn;
 	/**
 	 * pi-ai 1.x takes a fetch per request, so the response is captured through it; pi-ai 0.73 does not, and a
-	 * process-wide wrapper captures it instead (see response-capture.ts).
+	 * process-wide wrapper captures the requests marked as this provider's instead (see response-capture.ts).
 	 */
 	perRequestFetch: boolean;
 	now?: () => number;
@@ -84,6 +86,8 @@ interface Request {
 	/** State-file writes (usage figures, cooldowns) in flight: the last event waits for them. */
 	writes: Promise<void>[];
 	lastLimit?: { event: ErrorEvent; token: string; kind: "rate-limited" | "overloaded" };
+	/** The next account's token read, started as the previous account's 429/529 head arrived; taken once. */
+	nextToken?: { label: string; token: Promise<string> };
 }
 
 /** The provider's stream function for one session, for callers outside pi (worker processes, tests). */
@@ -211,7 +215,7 @@ async function tryAccount(request: Request, index: number): Promise<"ended" | "n
 		session.footer.fellBack(request.attempts[index - 1]!, label, request.lastLimit.kind);
 	let token: string;
 	try {
-		token = await (label === origin ? request.originToken : deps.core.broker.getAccessToken(label));
+		token = await (label === origin ? request.originToken : takeNextToken(request, label));
 	} catch (error) {
 		const message = error instanceof AccountError ? error.message : `Account "${label}" is unusable.`;
 		if (label !== origin) {
@@ -223,13 +227,32 @@ async function tryAccount(request: Request, index: number): Promise<"ended" | "n
 		return "ended";
 	}
 	const captured: CapturedResponse = {};
-	const outcome = await forwardOrHoldFailure(delegate(request, label, token, captured), out, token, () =>
-		settle(request),
-	);
+	// A 429 or 529 is known from its response head, before pi-ai has read the body and reported it: the cooldown
+	// write and the next account's token read start then, and the fallback waits less for either.
+	let earlyCooldown = false;
+	captured.onHead = () => {
+		if (earlyCooldown || request.options?.signal?.aborted) return;
+		const limit = limitFrom(captured, now());
+		if (!limit) return;
+		earlyCooldown = true;
+		request.writes.push(saveAttempt(deps.core, label, readUsageHeaders(captured.headers, now()), limit));
+		const next = request.attempts[index + 1];
+		if (next && next !== origin) request.nextToken = { label: next, token: readNextToken(deps, next) };
+	};
+	const delegated = delegate(request, label, token, captured);
+	let outcome: Outcome;
+	try {
+		outcome = await forwardOrHoldFailure(delegated.stream, out, token, () => settle(request));
+	} finally {
+		delegated.release();
+		captured.onHead = undefined;
+	}
 	// Rate-limit figures ride on every response; they are saved alongside the stream, never in its way.
 	const usage = readUsageHeaders(captured.headers, now());
 	if (outcome.kind === "forwarded") {
-		if (usage) request.writes.push(saveAttempt(deps.core, label, usage));
+		// After pi has handled the answer (one event-loop turn later): the figures are for later requests and
+		// other sessions, and their write's work would otherwise delay pi's own handling of the answer.
+		if (usage) request.writes.push(nextTurn(() => saveAttempt(deps.core, label, usage)));
 		session.lastAnswered = label;
 		session.footer.answered(origin, label, headlineText(usage));
 		await settle(request);
@@ -249,7 +272,7 @@ async function tryAccount(request: Request, index: number): Promise<"ended" | "n
 			reason: failure.kind,
 			setAt: now(),
 		};
-		request.writes.push(saveAttempt(deps.core, label, usage, cooldown));
+		if (!earlyCooldown) request.writes.push(saveAttempt(deps.core, label, usage, cooldown));
 		request.limited.push(label);
 		request.lastLimit = { event, token, kind: failure.kind === "overloaded" ? "overloaded" : "rate-limited" };
 		return "next";
@@ -294,9 +317,11 @@ function delegate(
 	label: string,
 	token: string,
 	captured: CapturedResponse,
-): AssistantMessageEventStream {
+): { stream: AssistantMessageEventStream; release(): void } {
 	const { deps, options, session } = request;
 	const switched = session.lastAnswered !== undefined && session.lastAnswered !== label;
+	// pi-ai 1.x: a wrapper of the request's own fetch; 0.73: a marker header the process-wide wrapper records by.
+	const marked = deps.perRequestFetch ? undefined : markedCapture(captured);
 	const delegated: Options = {
 		...options,
 		apiKey: token,
@@ -305,6 +330,7 @@ function delegate(
 		maxRetries: 0,
 		// pi-ai 1.x continues a session's message thread on the server; another account cannot continue it.
 		...(switched ? { disableContinuation: true } : {}),
+		...(marked ? { headers: { ...options?.headers, ...marked.headers } } : {}),
 		...(deps.perRequestFetch ? { fetch: recordingFetch(captured, options?.fetch) } : {}),
 	};
 	const model = {
@@ -312,8 +338,34 @@ function delegate(
 		api: ANTHROPIC_API,
 		baseUrl: deps.baseUrl ?? deps.core.settings.anthropicBaseUrl,
 	} as Model<"anthropic-messages">;
-	if (deps.perRequestFetch) return deps.delegate(model, request.context, delegated);
-	return withResponseCapture(captured, () => deps.delegate(model, request.context, delegated));
+	try {
+		return { stream: deps.delegate(model, request.context, delegated), release: () => marked?.release() };
+	} catch (error) {
+		marked?.release();
+		throw error;
+	}
+}
+
+/** The cooldown a 429 or 529 response head calls for (the same as once pi-ai reports it), else `undefined`. */
+function limitFrom(captured: CapturedResponse, now: number): Cooldown | undefined {
+	if (captured.status !== 429 && captured.status !== 529) return undefined;
+	const failure = classifyFailure({ status: captured.status, headers: captured.headers }, now);
+	if (failure.kind !== "rate_limit" && failure.kind !== "overloaded") return undefined;
+	return { until: failure.cooldownUntil ?? now + DEFAULT_COOLDOWN_MS, reason: failure.kind, setAt: now };
+}
+
+/** A fallback's token: the read started at its predecessor's 429 head when there is one for it, else a read now. */
+function takeNextToken(request: Request, label: string): Promise<string> {
+	const next = request.nextToken;
+	request.nextToken = undefined;
+	return next?.label === label ? next.token : request.deps.core.broker.getAccessToken(label);
+}
+
+function readNextToken(deps: RequestDeps, label: string): Promise<string> {
+	const token = deps.core.broker.getAccessToken(label);
+	// Awaited by the next attempt; one that never comes (the request ended) must not leave it unhandled.
+	token.catch(() => {});
+	return token;
 }
 
 /** The session's token: the read started at the turn's start when there is one for it, else a read now. */
@@ -329,19 +381,31 @@ function isCacheWarmingReplay(options: Options | undefined): boolean {
 	return options?.maxTokens === 1 && options.disableContinuation === true;
 }
 
+function nextTurn(run: () => Promise<void>): Promise<void> {
+	return new Promise((resolve) => setImmediate(() => resolve(run())));
+}
+
 async function settle(request: Request): Promise<void> {
 	await Promise.allSettled(request.writes.splice(0));
 }
 
-/** One state-file write per attempt: the account's rate-limit figures and, when it was refused, its cooldown. */
-async function saveAttempt(core: Core, label: string, usage?: UsageSnapshot, cooldown?: Cooldown): Promise<void> {
-	await core.state
-		.update((state) => {
+/**
+ * One state-file write per attempt: the account's rate-limit figures and, when it was refused, its cooldown.
+ * Resolves once the new content is in place for every reader (the lock is released after that, in the
+ * background), or once the write ended without writing; never rejects.
+ */
+function saveAttempt(core: Core, label: string, usage?: UsageSnapshot, cooldown?: Cooldown): Promise<void> {
+	return new Promise((visible) => {
+		const change = (state: SharedState) => {
 			const changed = (usage ? applyUsage(state, label, usage) : false) || cooldown !== undefined;
 			if (cooldown) applyCooldown(state, label, cooldown);
 			return changed ? { next: state, result: undefined } : { result: undefined };
-		})
-		.catch(() => {});
+		};
+		core.state.update(change, { onWritten: () => visible() }).then(
+			() => visible(),
+			() => visible(),
+		);
+	});
 }
 
 /** Ends the stream with pi-ai's own error event, its text replaced by a redacted, explained one. */

@@ -3,13 +3,15 @@
  * requests (the Anthropic SDK throws on a 429 before pi-ai's onResponse hook runs, on both pi lines), yet
  * retry-after and the rate-limit reset decide the cooldown, and the usage figures ride on every response.
  * pi-ai 1.x takes a fetch per request: the capture is then a wrapper of the request's own fetch. pi-ai 0.73 does
- * not, so there a process-wide fetch wrapper records, only inside this provider's requests.
+ * not, so there a process-wide fetch wrapper records the requests that carry this provider's marker header.
  */
-import { AsyncLocalStorage } from "node:async_hooks";
+import { randomUUID } from "node:crypto";
 
 export interface CapturedResponse {
 	status?: number;
 	headers?: Record<string, string>;
+	/** Told as each response head arrives, before pi-ai reads the body (a 429 can be acted on at once). */
+	onHead?: () => void;
 }
 
 type Fetch = typeof globalThis.fetch;
@@ -30,13 +32,25 @@ function capture(record: CapturedResponse, response: Response): void {
 		headers[name.toLowerCase()] = value;
 	});
 	record.headers = headers;
+	try {
+		record.onHead?.();
+	} catch {
+		// The request's own reading of the response goes on regardless.
+	}
 }
+
+/**
+ * pi-ai 0.73 only: the request header that marks this provider's own requests for the process-wide fetch wrapper.
+ * The wrapper takes it off again before the request leaves: Anthropic never sees it.
+ */
+export const CAPTURE_HEADER = "x-multi-claude-code-capture";
 
 interface CaptureGlobal {
-	storage: AsyncLocalStorage<CapturedResponse>;
+	/** The records of this provider's requests in flight, by the id their marker header carries. */
+	records: Map<string, CapturedResponse>;
 }
 
-// pi 0.73 loads extensions with a fresh module cache per session and reload: the storage and the one fetch wrapper
+// pi 0.73 loads extensions with a fresh module cache per session and reload: the records and the one fetch wrapper
 // live on globalThis under a private symbol, so a reload neither wraps fetch twice nor loses track of the wrapper.
 const KEY = Symbol.for("pi-multi-claude-code.response-capture");
 
@@ -44,22 +58,48 @@ function captureGlobal(): CaptureGlobal {
 	const holder = globalThis as unknown as Record<symbol, CaptureGlobal | undefined>;
 	let existing = holder[KEY];
 	if (!existing) {
-		const storage = new AsyncLocalStorage<CapturedResponse>();
+		const records = new Map<string, CapturedResponse>();
 		const original = globalThis.fetch;
-		// For every other fetch in the process (no record in scope) this is a plain pass-through.
+		// For every other fetch in the process (no marker) this is a plain pass-through: one header lookup.
 		globalThis.fetch = async function capturingFetch(input, init) {
-			const record = storage.getStore();
+			const record = takeMarker(init, records);
 			const response = await original(input, init);
 			if (record) capture(record, response);
 			return response;
 		};
-		existing = { storage };
+		existing = { records };
 		holder[KEY] = existing;
 	}
 	return existing;
 }
 
-/** pi-ai 0.73: runs `fn` so that the fetches it starts (including async continuations) record into `record`. */
-export function withResponseCapture<T>(record: CapturedResponse, fn: () => T): T {
-	return captureGlobal().storage.run(record, fn);
+/** The record a request's marker names, with the marker removed from the request's headers. */
+function takeMarker(
+	init: RequestInit | undefined,
+	records: Map<string, CapturedResponse>,
+): CapturedResponse | undefined {
+	const headers = init?.headers;
+	if (!headers || records.size === 0) return undefined;
+	let id: string | null | undefined;
+	if (headers instanceof Headers) {
+		id = headers.get(CAPTURE_HEADER);
+		if (id !== null) headers.delete(CAPTURE_HEADER);
+	} else if (!Array.isArray(headers)) {
+		const plain = headers as Record<string, string>;
+		id = plain[CAPTURE_HEADER];
+		delete plain[CAPTURE_HEADER];
+	}
+	return id ? records.get(id) : undefined;
+}
+
+/**
+ * pi-ai 0.73 (whose Anthropic client takes no fetch): the headers that make the requests of one delegated call
+ * record into `record`, through the process-wide fetch wrapper; `release` when the call is over. No
+ * AsyncLocalStorage: once used, it slows every promise of the process (~0.15 ms per request of any provider).
+ */
+export function markedCapture(record: CapturedResponse): { headers: Record<string, string>; release(): void } {
+	const { records } = captureGlobal();
+	const id = randomUUID();
+	records.set(id, record);
+	return { headers: { [CAPTURE_HEADER]: id }, release: () => records.delete(id) };
 }

@@ -111,6 +111,11 @@ export class SessionAccount {
 		this.prefetched = { label, at: now, token };
 	}
 
+	/** Settles once the read started for this turn has (at once when there is none); never rejects. */
+	prefetchSettled(): Promise<void> {
+		return this.prefetched ? this.prefetched.token.then(noop, noop) : Promise.resolve();
+	}
+
 	/** The token read started for this turn, if it is for `label` and young; each read serves one request. */
 	takePrefetched(label: string, now: number): Promise<string> | undefined {
 		const prefetched = this.prefetched;
@@ -125,6 +130,8 @@ export class SessionAccount {
 		this.prefetched = undefined;
 	}
 }
+
+function noop(): void {}
 
 /** The session's last recorded account: its latest choice, on whichever branch it was made. */
 function recordedAccount(entries: readonly unknown[]): AccountEntryData | undefined {
