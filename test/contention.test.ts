@@ -1,9 +1,7 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Core } from "../src/core.ts";
 import { createCore } from "../src/core.ts";
@@ -16,70 +14,22 @@ import {
 } from "./helpers/fake-token-endpoint.ts";
 import {
 	once,
-	REPO_ROOT,
 	requireSecretService,
 	secretToolClear,
 	secretToolLookup,
 	uniqueService,
 	waitForExit,
 } from "./helpers/keyring.ts";
+import {
+	lineAfter,
+	type RefreshWorker,
+	type RefreshWorkerLine,
+	startRefreshWorker,
+} from "./helpers/refresh-workers.ts";
 
 const SERVICE = uniqueService("contention");
-const WORKER = join(REPO_ROOT, "test", "fixtures", "refresh-worker.ts");
 // Eight processes start on two cores: allow for a loaded machine (every wait inside is bounded).
 const SLOW = { timeout: 120_000 };
-const WORKER_BOOT = `import { createJiti } from "jiti"; await createJiti(import.meta.url).import(${JSON.stringify(WORKER)});`;
-
-interface WorkerLine {
-	pid: number;
-	warm?: boolean;
-	ready?: boolean;
-	status?: string;
-	sha256?: string;
-	error?: { name: string; kind?: string; message: string };
-	fatal?: string;
-	startedAt?: number;
-	endedAt?: number;
-}
-
-interface Worker {
-	child: ChildProcess;
-	/** The JSON lines it printed so far. */
-	lines: WorkerLine[];
-	/** Everything it printed, stdout and stderr, for failure messages and leak scans. */
-	output: string;
-}
-
-function startWorker(env: NodeJS.ProcessEnv): Worker {
-	const child = spawn(process.execPath, ["--input-type=module", "-e", WORKER_BOOT], {
-		cwd: REPO_ROOT,
-		env,
-		stdio: ["pipe", "pipe", "pipe"],
-	});
-	const worker: Worker = { child, lines: [], output: "" };
-	createInterface({ input: child.stdout! }).on("line", (line) => {
-		worker.output += `${line}\n`;
-		try {
-			worker.lines.push(JSON.parse(line) as WorkerLine);
-		} catch {
-			// kept in output for the failure message
-		}
-	});
-	child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
-		worker.output += chunk;
-	});
-	return worker;
-}
-
-/** Waits for the worker's next line after the ones already consumed. */
-async function lineAfter(worker: Worker, count: number, withinMs: number): Promise<WorkerLine> {
-	const deadline = Date.now() + withinMs;
-	while (worker.lines.length <= count) {
-		if (Date.now() > deadline) throw new Error(`worker ${worker.child.pid} gave no answer: ${worker.output}`);
-		await new Promise((resolve) => setTimeout(resolve, 10));
-	}
-	return worker.lines[count] as WorkerLine;
-}
 
 interface Scene {
 	dir: string;
@@ -87,7 +37,7 @@ interface Scene {
 	fake: FakeTokenEndpoint;
 	env: NodeJS.ProcessEnv;
 	core: Core;
-	workers: Worker[];
+	workers: RefreshWorker[];
 }
 
 let scene: Scene | undefined;
@@ -100,7 +50,7 @@ function current(): Scene {
 const prepared = once(async () => {
 	await requireSecretService();
 	// Load the worker's modules once, so eight workers starting together do not all transpile them at once.
-	const warmup = startWorker({ ...process.env, PI_MCC_WORKER_WARMUP: "1" });
+	const warmup = startRefreshWorker({ ...process.env, PI_MCC_WORKER_WARMUP: "1" });
 	try {
 		const line = await lineAfter(warmup, 0, 60_000);
 		if (!line.warm) throw new Error(`the worker did not load: ${warmup.output}`);
@@ -149,10 +99,10 @@ afterEach(async () => {
 });
 
 /** Starts `count` processes, waits until each has opened the keychain, then releases them all at once. */
-async function race(count: number): Promise<WorkerLine[]> {
+async function race(count: number): Promise<RefreshWorkerLine[]> {
 	const now = current();
 	const env = { ...now.env, PI_MCC_WORKER_LABEL: now.label };
-	now.workers = Array.from({ length: count }, () => startWorker(env));
+	now.workers = Array.from({ length: count }, () => startRefreshWorker(env));
 	const ready = await Promise.all(now.workers.map((worker) => lineAfter(worker, 0, 60_000)));
 	for (const line of ready) {
 		expect(line.ready, JSON.stringify(line)).toBe(true);
@@ -229,7 +179,7 @@ describe("many pi processes asking for the same expiring account at once", () =>
 });
 
 /** Lets a stopped child run again, whatever happened in between (a test must never leave one stopped). */
-function resume(worker: Worker): void {
+function resume(worker: RefreshWorker): void {
 	try {
 		if (worker.child.pid) process.kill(worker.child.pid, "SIGCONT");
 	} catch {
@@ -247,7 +197,7 @@ describe("a refresh whose process is frozen (SIGSTOP) after it sent, while a sec
 			// Long enough that the first process is stopped before its answer arrives (and is handled only on SIGCONT).
 			fake.setDelay(1_500);
 			const workerEnv = { ...env, PI_MCC_WORKER_LABEL: label };
-			const first = startWorker(workerEnv);
+			const first = startRefreshWorker(workerEnv);
 			current().workers.push(first);
 			expect((await lineAfter(first, 0, 60_000)).status).toBe("expired");
 			first.child.stdin?.write("go\n");
@@ -258,7 +208,7 @@ describe("a refresh whose process is frozen (SIGSTOP) after it sent, while a sec
 			}
 			process.kill(first.child.pid ?? 0, "SIGSTOP");
 			try {
-				const second = startWorker(workerEnv);
+				const second = startRefreshWorker(workerEnv);
 				current().workers.push(second);
 				expect((await lineAfter(second, 0, 60_000)).status).toBe("expired");
 				second.child.stdin?.write("go\n");

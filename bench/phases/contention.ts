@@ -4,36 +4,14 @@
  * refuses a second use), so a correct broker makes exactly one token request per round and every process ends
  * with the same new token. Measured: token requests per round and the time until the last process has its token.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
+import { waitForExit } from "../../test/helpers/keyring.ts";
+import { type RefreshWorker, type RefreshWorkerLine, startRefreshWorker } from "../../test/helpers/refresh-workers.ts";
 import type { BenchContext } from "../lib/context.ts";
-import { REPO_ROOT } from "../lib/pi.ts";
 import { median, round as round3, type Summary, settle, summarize } from "../lib/stats.ts";
 
+// The contenders are the contention test's own worker (test/fixtures/refresh-worker.ts), one process each.
 const LABEL = "contention";
-const WORKER = join(REPO_ROOT, "bench", "workers", "refresh-worker.ts");
-const WORKER_BOOT = `import { createJiti } from "jiti"; await createJiti(import.meta.url).import(${JSON.stringify(
-	WORKER,
-)});`;
-
-interface WorkerLine {
-	pid: number;
-	ready?: boolean;
-	round?: string;
-	sha?: string;
-	ms?: number;
-	error?: string;
-}
-
-interface Worker {
-	child: ChildProcess;
-	lines: WorkerLine[];
-	output: string;
-	/** Called with every parsed line, when it arrives. */
-	onLine?: (line: WorkerLine, at: number) => void;
-}
 
 export interface ContentionRound {
 	tokenRequests: number;
@@ -49,31 +27,6 @@ export interface ContentionResult {
 	wallMs: number;
 	maxTokenRequests: number;
 	perProcess: Summary;
-}
-
-function startWorker(env: NodeJS.ProcessEnv): Worker {
-	const child = spawn(process.execPath, ["--input-type=module", "-e", WORKER_BOOT], {
-		cwd: REPO_ROOT,
-		env,
-		stdio: ["pipe", "pipe", "pipe"],
-	});
-	const worker: Worker = { child, lines: [], output: "" };
-	createInterface({ input: child.stdout! }).on("line", (text) => {
-		const at = performance.now();
-		worker.output += `${text}\n`;
-		try {
-			const line = JSON.parse(text) as WorkerLine;
-			worker.lines.push(line);
-			worker.onLine?.(line, at);
-		} catch {
-			// kept in output for the error message
-		}
-	});
-	child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
-		worker.output += chunk;
-	});
-	child.stdin!.on("error", () => {});
-	return worker;
 }
 
 async function waitUntil(check: () => boolean, withinMs: number, what: () => string): Promise<void> {
@@ -92,13 +45,13 @@ async function expireAccount(ctx: BenchContext): Promise<string> {
 	return pair.access;
 }
 
-async function runSize(ctx: BenchContext, workers: Worker[], rounds: number): Promise<ContentionResult> {
+async function runSize(ctx: BenchContext, workers: RefreshWorker[], rounds: number): Promise<ContentionResult> {
 	const processes = workers.length;
 	const results: ContentionRound[] = [];
 	for (let r = 0; r < rounds; r++) {
 		const stale = await expireAccount(ctx);
 		const requestsBefore = ctx.tokenEndpoint.requests.length;
-		const answers: Array<{ line: WorkerLine; at: number }> = [];
+		const answers: Array<{ line: RefreshWorkerLine; at: number }> = [];
 		const round = `${processes}-${r}`;
 		for (const worker of workers) {
 			worker.onLine = (line, at) => {
@@ -115,11 +68,11 @@ async function runSize(ctx: BenchContext, workers: Worker[], rounds: number): Pr
 			() => `round ${round}: ${answers.length} answers; ${workers.map((w) => w.output).join("\n")}`,
 		);
 		const tokenRequests = ctx.tokenEndpoint.requests.length - requestsBefore;
-		const errors = answers.filter((a) => a.line.error).map((a) => a.line.error);
+		const errors = answers.flatMap((a) => (a.line.error ? [`${a.line.error.name}: ${a.line.error.message}`] : []));
 		if (errors.length > 0) throw new Error(`contention round failed: ${errors.join(" | ")}`);
 		const stored = await ctx.env.core.broker.getAccessToken(LABEL);
-		const sha = createHash("sha256").update(stored).digest("hex").slice(0, 16);
-		if (stored === stale || answers.some((a) => a.line.sha !== sha)) {
+		const sha = createHash("sha256").update(stored).digest("hex");
+		if (stored === stale || answers.some((a) => a.line.sha256 !== sha)) {
 			throw new Error(`contention round ${round}: the processes did not all end with the one refreshed token`);
 		}
 		results.push({
@@ -149,9 +102,9 @@ export async function contention(ctx: BenchContext): Promise<ContentionResult[]>
 		[32, ctx.budget.n(3, 1)],
 	];
 	await expireAccount(ctx);
-	const env = { ...process.env, PI_MCC_BENCH_LABEL: LABEL };
+	const env = { ...process.env, PI_MCC_WORKER_LABEL: LABEL };
 	// One set of processes for every size: the first N of them take part, the others stay idle.
-	const workers = Array.from({ length: Math.max(...sizes.map(([n]) => n)) }, () => startWorker(env));
+	const workers = Array.from({ length: Math.max(...sizes.map(([n]) => n)) }, () => startRefreshWorker(env));
 	try {
 		await waitUntil(
 			() => workers.every((w) => w.lines.some((l) => l.ready)),
@@ -163,20 +116,10 @@ export async function contention(ctx: BenchContext): Promise<ContentionResult[]>
 		return results;
 	} finally {
 		for (const worker of workers) worker.child.stdin!.end("exit\n");
-		await Promise.all(workers.map((w) => exited(w.child)));
+		await Promise.all(
+			workers.map(async (w) => {
+				if (!(await waitForExit(w.child, 5_000))) w.child.kill("SIGKILL");
+			}),
+		);
 	}
-}
-
-function exited(child: ChildProcess): Promise<void> {
-	return new Promise((resolve) => {
-		if (child.exitCode !== null || child.signalCode !== null) return resolve();
-		const timer = setTimeout(() => {
-			child.kill("SIGKILL");
-			resolve();
-		}, 5_000);
-		child.once("exit", () => {
-			clearTimeout(timer);
-			resolve();
-		});
-	});
 }
