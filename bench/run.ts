@@ -131,25 +131,7 @@ async function runLine(options: Options, log: (line: string) => void): Promise<L
 	const anthropic = await createBenchSession({ ...base, withExtension: false, provider: "anthropic" });
 	const anthropicWithExtension = await createBenchSession({ ...base, withExtension: true, provider: "anthropic" });
 
-	const results: Omit<LineResults, "targets"> = {
-		generatedAt: new Date().toISOString(),
-		durationSec: 0,
-		quick: options.quick,
-		phases: options.only,
-		machine: machine(loadAtStart),
-		requestOverheadMs: null,
-		requestOverheadP90Ms: null,
-		requestOverheadRatioAt300ms: null,
-		failoverOverheadMs: null,
-		refreshCallsUnderContention: null,
-		contentionWallMs: null,
-		startupOverheadMs: null,
-		keychainGetMs: null,
-		keychainSetMs: null,
-		overheadMsAt100Accounts: null,
-		errors: {},
-		details: {},
-	};
+	const results = noFigures(options, options.only, machine(loadAtStart));
 	const d = results.details;
 	const runners: Record<Phase, (ctx: BenchContext) => Promise<void>> = {
 		async request(ctx) {
@@ -264,12 +246,20 @@ async function runPi1x(args: string[], log: (line: string) => void): Promise<Lin
 
 /** Results of a line that was not run (--line=): every figure null. */
 function notRun(options: Options, line: PiLineName, why: string): LineResults {
-	const results: Omit<LineResults, "targets"> = {
+	const pi = line === "1.x" ? "1.x (not run)" : "(not run)";
+	const results = noFigures(options, [], { ...machine(loadavg().map((x) => round(x, 2))), pi });
+	results.errors.line = why;
+	return { ...results, targets: targets(results) };
+}
+
+/** A line's results before any phase has run: every headline figure null. */
+function noFigures(options: Options, phases: Phase[], onMachine: LineResults["machine"]): Omit<LineResults, "targets"> {
+	return {
 		generatedAt: new Date().toISOString(),
 		durationSec: 0,
 		quick: options.quick,
-		phases: [],
-		machine: { ...machine(loadavg().map((x) => round(x, 2))), pi: line === "1.x" ? "1.x (not run)" : "(not run)" },
+		phases,
+		machine: onMachine,
 		requestOverheadMs: null,
 		requestOverheadP90Ms: null,
 		requestOverheadRatioAt300ms: null,
@@ -280,10 +270,9 @@ function notRun(options: Options, line: PiLineName, why: string): LineResults {
 		keychainGetMs: null,
 		keychainSetMs: null,
 		overheadMsAt100Accounts: null,
-		errors: { line: why },
+		errors: {},
 		details: {},
 	};
-	return { ...results, targets: targets(results) };
 }
 
 async function main(): Promise<number> {
