@@ -17,14 +17,12 @@ import {
 } from "@mariozechner/pi-ai";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { serializeCredentials } from "../src/broker/credentials.ts";
-import { TokenBroker } from "../src/broker/token-broker.ts";
-import { createConfigStore, createStateStore } from "../src/config/stores.ts";
 import type { Core } from "../src/core.ts";
 import { type AnthropicStreamFn, streamInto } from "../src/provider/multi-account-stream.ts";
 import { PREFETCH_MAX_AGE_MS, SessionAccount } from "../src/session/session-account.ts";
 import { readSettings } from "../src/settings.ts";
 import { newAccessToken, newRefreshToken } from "./helpers/fake-token-endpoint.ts";
-import { FakeClock, MemoryLock, MemoryMarks, ScriptedEndpoint } from "./helpers/memory-broker.ts";
+import { FakeClock, memoryCore } from "./helpers/memory-broker.ts";
 import { MemorySecretStore } from "./helpers/memory-secret-store.ts";
 
 const HOUR = 60 * 60 * 1000;
@@ -146,21 +144,7 @@ beforeEach(() => {
 	const settings = readSettings({ PI_CODING_AGENT_DIR: dir, HOME: dir });
 	const clock = new FakeClock(START);
 	const store = new MemorySecretStore();
-	const broker = new TokenBroker({
-		secrets: store,
-		endpoint: new ScriptedEndpoint(),
-		lock: new MemoryLock(),
-		marks: new MemoryMarks(),
-		clock,
-	});
-	const core: Core = {
-		settings,
-		paths: settings.paths,
-		config: createConfigStore(settings.paths.configFile),
-		state: createStateStore(settings.paths.stateFile),
-		broker,
-		openBrowser: async () => {},
-	};
+	const core = memoryCore(settings, store, clock);
 	const api = new ScriptedApi(() => clock.now());
 	const tokens = new Map<string, string>();
 	const entries: World["entries"] = [];

@@ -18,8 +18,6 @@ import {
 } from "@mariozechner/pi-ai";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { serializeCredentials } from "../src/broker/credentials.ts";
-import { TokenBroker } from "../src/broker/token-broker.ts";
-import { createConfigStore, createStateStore } from "../src/config/stores.ts";
 import type { Core } from "../src/core.ts";
 import { streamInto } from "../src/provider/multi-account-stream.ts";
 import { CAPTURE_HEADER } from "../src/provider/response-capture.ts";
@@ -27,7 +25,7 @@ import { SessionAccount } from "../src/session/session-account.ts";
 import { readSettings } from "../src/settings.ts";
 import { type FakeAnthropicApi, ok, rateLimited, startFakeAnthropicApi } from "./helpers/fake-anthropic-api.ts";
 import { newAccessToken, newRefreshToken } from "./helpers/fake-token-endpoint.ts";
-import { MemoryLock, MemoryMarks, ScriptedEndpoint } from "./helpers/memory-broker.ts";
+import { memoryCore } from "./helpers/memory-broker.ts";
 import { MemorySecretStore } from "./helpers/memory-secret-store.ts";
 
 let dir: string;
@@ -40,20 +38,7 @@ beforeEach(async () => {
 	api = await startFakeAnthropicApi();
 	const settings = readSettings({ PI_CODING_AGENT_DIR: dir, HOME: dir, PI_MCC_ANTHROPIC_BASE_URL: api.baseUrl });
 	const secrets = new MemorySecretStore();
-	const broker = new TokenBroker({
-		secrets,
-		endpoint: new ScriptedEndpoint(),
-		lock: new MemoryLock(),
-		marks: new MemoryMarks(),
-	});
-	core = {
-		settings,
-		paths: settings.paths,
-		config: createConfigStore(settings.paths.configFile),
-		state: createStateStore(settings.paths.stateFile),
-		broker,
-		openBrowser: async () => {},
-	};
+	core = memoryCore(settings, secrets);
 	await core.config.update((config) => {
 		config.accounts = [
 			{ label: "work", fallbackTo: ["home"] },

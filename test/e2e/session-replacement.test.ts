@@ -130,6 +130,17 @@ async function raceWithReplacement(pi: Pi, actions: Array<() => Promise<unknown>
 	}
 }
 
+/** New, work's and home's session, ROUNDS times from pi's start on (before the extension has loaded); then asks. */
+async function replaceRightAfterStart(pi: Pi, sessions: { homeFile: string; workFile: string }): Promise<void> {
+	for (let round = 1; round <= ROUNDS; round++) {
+		await pi.newSession();
+		await pi.switchSession(sessions.workFile);
+		await pi.switchSession(sessions.homeFile);
+	}
+	await answeredBy(pi, "home", "after the replacements");
+	await expectClean(pi, "home");
+}
+
 async function replaceBetweenRequests(pi: Pi): Promise<void> {
 	const homeFile = await savedHomeSession(pi);
 	for (let round = 1; round <= ROUNDS; round++) {
@@ -153,15 +164,8 @@ async function replaceBetweenRequests(pi: Pi): Promise<void> {
 
 describe("sessions replaced in quick succession in the SDK", () => {
 	it("replaced right after start, before the extension has loaded, pi answers in the live session", async () => {
-		const { homeFile, workFile } = await savedSessionsInTwoDirectories();
-		const pi = await world().start({ cwd: freshDirectory(), waitForFooter: false });
-		for (let round = 1; round <= ROUNDS; round++) {
-			await pi.newSession();
-			await pi.switchSession(workFile);
-			await pi.switchSession(homeFile);
-		}
-		await answeredBy(pi, "home", "after the replacements");
-		await expectClean(pi, "home");
+		const sessions = await savedSessionsInTwoDirectories();
+		await replaceRightAfterStart(await world().start({ cwd: freshDirectory(), waitForFooter: false }), sessions);
 	});
 
 	it("new, fork, resume and reload between requests: every request answered, the footer on the live session", async () => {
@@ -181,15 +185,8 @@ describe("sessions replaced in quick succession in the SDK", () => {
 
 describe("sessions replaced in quick succession in a pi process (RPC)", () => {
 	it("replaced right after start, before the extension has loaded, pi stays up and answers", async () => {
-		const { homeFile, workFile } = await savedSessionsInTwoDirectories();
-		const pi = await startPiProcess(world().env, { cwd: freshDirectory() });
-		for (let round = 1; round <= ROUNDS; round++) {
-			await pi.newSession();
-			await pi.switchSession(workFile);
-			await pi.switchSession(homeFile);
-		}
-		await answeredBy(pi, "home", "after the replacements");
-		await expectClean(pi, "home");
+		const sessions = await savedSessionsInTwoDirectories();
+		await replaceRightAfterStart(await startPiProcess(world().env, { cwd: freshDirectory() }), sessions);
 	}, 120_000);
 
 	it("new_session, fork, switch_session, clone and reload between requests: pi stays up, every request answered", async () => {

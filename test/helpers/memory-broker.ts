@@ -2,8 +2,19 @@
  * In-memory stand-ins for the broker's boundaries (clock, refresh lock, needs-login marks, token endpoint), for
  * unit tests of the broker and of the request path. The secret store's stand-in is memory-secret-store.ts.
  */
-import type { Clock, LoginMarks, RefreshLease, RefreshLock, RejectedPair } from "../../src/broker/token-broker.ts";
+import {
+	type Clock,
+	type LoginMarks,
+	type RefreshLease,
+	type RefreshLock,
+	type RejectedPair,
+	TokenBroker,
+} from "../../src/broker/token-broker.ts";
+import { createConfigStore, createStateStore } from "../../src/config/stores.ts";
+import type { Core } from "../../src/core.ts";
+import type { SecretStore } from "../../src/keychain/secret-store.ts";
 import type { CodeExchange, TokenEndpoint, TokenGrant } from "../../src/oauth/token-endpoint.ts";
+import type { Settings } from "../../src/settings.ts";
 import { newAccessToken, newRefreshToken } from "./fake-token-endpoint.ts";
 
 const HOUR = 60 * 60 * 1000;
@@ -149,4 +160,26 @@ export class ScriptedEndpoint implements TokenEndpoint {
 		this.issued.push(grant.access, grant.refresh);
 		return grant;
 	}
+}
+
+/**
+ * The extension's core with the broker on in-memory parts (`secrets`, a scripted endpoint, an in-process lock and
+ * marks) and the real config and state files of `settings`' agent dir: the request path, minus the keychain.
+ */
+export function memoryCore(settings: Settings, secrets: SecretStore, clock?: Clock): Core {
+	const broker = new TokenBroker({
+		secrets,
+		endpoint: new ScriptedEndpoint(),
+		lock: new MemoryLock(),
+		marks: new MemoryMarks(),
+		...(clock ? { clock } : {}),
+	});
+	return {
+		settings,
+		paths: settings.paths,
+		config: createConfigStore(settings.paths.configFile),
+		state: createStateStore(settings.paths.stateFile),
+		broker,
+		openBrowser: async () => {},
+	};
 }
