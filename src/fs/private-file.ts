@@ -1,3 +1,10 @@
+/**
+ * Private files and directories: files 0600 in 0700 directories, read only when they are safe to trust (no
+ * symlink, ours, not writable by others; checked by lstat and again on the opened file by fstat), written by an
+ * atomic replace (a temp file of our own naming, renamed over the target; temp files a killed write left behind are
+ * removed later). Reading, writing and the directory checks share one trust rule and one error type, so they stay
+ * in one module of a little over 300 lines rather than three that would each export the other's checks.
+ */
 import { randomBytes } from "node:crypto";
 import {
 	closeSync,
