@@ -20,7 +20,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { serializeCredentials } from "../src/broker/credentials.ts";
 import type { Core } from "../src/core.ts";
 import { streamInto } from "../src/provider/multi-account-stream.ts";
-import { CAPTURE_HEADER } from "../src/provider/response-capture.ts";
+import { CAPTURE_HEADER, markedCapture } from "../src/provider/response-capture.ts";
 import { SessionAccount } from "../src/session/session-account.ts";
 import { readSettings } from "../src/settings.ts";
 import { type FakeAnthropicApi, ok, rateLimited, startFakeAnthropicApi } from "./helpers/fake-anthropic-api.ts";
@@ -97,6 +97,36 @@ describe("the response capture on pi-ai 0.73 (a marker header and one process-wi
 		expect(api.requests).toHaveLength(1);
 		expect(api.requests[0]?.headers[CAPTURE_HEADER]).toBeUndefined();
 		expect(Object.keys(api.requests[0]?.headers ?? {}).filter((name) => name.includes("multi-claude"))).toEqual([]);
+	});
+
+	it("takes a marker off a request whatever form its headers have, even once the marked call is over", async () => {
+		const forms: Array<[string, () => RequestInit["headers"]]> = [
+			["a Headers object", () => new Headers({ [CAPTURE_HEADER]: "gone", "x-other": "kept" })],
+			[
+				"pairs",
+				() => [
+					[CAPTURE_HEADER, "gone"],
+					["x-other", "kept"],
+				],
+			],
+			["a plain object in other letter case", () => ({ "X-Multi-Claude-Code-Capture": "gone", "x-other": "kept" })],
+		];
+		// Installs the process-wide wrapper, then ends the marked call: no record is left.
+		markedCapture({}).release();
+		for (const [form, headers] of forms) {
+			const response = await fetch(`${api.baseUrl}/v1/messages`, {
+				method: "POST",
+				headers: headers(),
+				body: "{}",
+			});
+			await response.text();
+			const seen = api.requests.at(-1)?.headers ?? {};
+			expect(
+				Object.keys(seen).filter((name) => name.includes("multi-claude")),
+				form,
+			).toEqual([]);
+			expect(seen["x-other"], form).toBe("kept");
+		}
 	});
 
 	it("passes every other request of the process through unchanged, and records nothing for it", async () => {

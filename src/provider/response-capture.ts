@@ -73,21 +73,30 @@ function captureGlobal(): CaptureGlobal {
 	return existing;
 }
 
-/** The record a request's marker names, with the marker removed from the request's headers. */
+/**
+ * The record a request's marker names, with the marker removed from the request's headers in whatever form they
+ * come (a Headers object, pairs, a plain object): it never leaves the process, even when its record is gone.
+ */
 function takeMarker(
 	init: RequestInit | undefined,
 	records: Map<string, CapturedResponse>,
 ): CapturedResponse | undefined {
 	const headers = init?.headers;
-	if (!headers || records.size === 0) return undefined;
+	if (!headers) return undefined;
 	let id: string | null | undefined;
 	if (headers instanceof Headers) {
 		id = headers.get(CAPTURE_HEADER);
 		if (id !== null) headers.delete(CAPTURE_HEADER);
-	} else if (!Array.isArray(headers)) {
+	} else if (Array.isArray(headers)) {
+		const index = headers.findIndex(([name]) => name?.toLowerCase() === CAPTURE_HEADER);
+		if (index !== -1) id = headers.splice(index, 1)[0]?.[1];
+	} else {
 		const plain = headers as Record<string, string>;
-		id = plain[CAPTURE_HEADER];
-		delete plain[CAPTURE_HEADER];
+		const name = Object.keys(plain).find((key) => key.toLowerCase() === CAPTURE_HEADER);
+		if (name !== undefined) {
+			id = plain[name];
+			delete plain[name];
+		}
 	}
 	return id ? records.get(id) : undefined;
 }
