@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { type AccountsConfig, emptyState } from "../../src/config/schema.ts";
 import { type Core, createCore } from "../../src/core.ts";
 import { readSettings } from "../../src/settings.ts";
+import { isolatedPiVariables } from "../../test/helpers/pi-harness.ts";
 
 export interface BenchEnv {
 	root: string;
@@ -51,23 +52,7 @@ export async function createBenchEnv(options: BenchEnvOptions): Promise<BenchEnv
 	const cwd = join(root, "project");
 	for (const dir of [home, agentDir, cwd]) await fs.mkdir(dir, { recursive: true, mode: 0o700 });
 	const keychainService = `pi-mcc-bench-${process.pid}-${randomBytes(4).toString("hex")}`;
-	const vars: Record<string, string | undefined> = {
-		HOME: home,
-		PI_CODING_AGENT_DIR: agentDir,
-		PI_MCC_KEYCHAIN_SERVICE: keychainService,
-		PI_MCC_ANTHROPIC_BASE_URL: options.anthropicBaseUrl,
-		PI_MCC_TOKEN_URL: options.tokenUrl,
-		PI_MCC_NO_BROWSER: "1",
-		PI_MCC_CALLBACK_PORT: "0",
-		PI_OFFLINE: "1",
-		PI_SKIP_VERSION_CHECK: "1",
-		PI_TELEMETRY: "0",
-		// Real credentials from the developer's shell must never reach the bench.
-		ANTHROPIC_API_KEY: undefined,
-		ANTHROPIC_OAUTH_TOKEN: undefined,
-		ANTHROPIC_BASE_URL: undefined,
-		PI_MCC_REFRESH_MARGIN_MS: undefined,
-	};
+	const vars = isolatedPiVariables({ home, agentDir, keychainService, ...options });
 	for (const [name, value] of Object.entries(vars)) {
 		if (value === undefined) delete process.env[name];
 		else process.env[name] = value;

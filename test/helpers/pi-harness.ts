@@ -71,6 +71,36 @@ export interface TestEnv {
 }
 
 /**
+ * The environment of a pi that is ours alone (tests and the bench): its HOME, agent dir and keychain service, the
+ * fake servers' URLs, no browser, no network of pi's own, and none of the developer's real credentials (`undefined`
+ * means: removed).
+ */
+export function isolatedPiVariables(where: {
+	home: string;
+	agentDir: string;
+	keychainService: string;
+	anthropicBaseUrl?: string | undefined;
+	tokenUrl?: string | undefined;
+}): Record<string, string | undefined> {
+	return {
+		HOME: where.home,
+		PI_CODING_AGENT_DIR: where.agentDir,
+		PI_MCC_KEYCHAIN_SERVICE: where.keychainService,
+		PI_MCC_ANTHROPIC_BASE_URL: where.anthropicBaseUrl,
+		PI_MCC_TOKEN_URL: where.tokenUrl,
+		PI_MCC_NO_BROWSER: "1",
+		PI_MCC_CALLBACK_PORT: "0",
+		PI_OFFLINE: "1",
+		PI_SKIP_VERSION_CHECK: "1",
+		PI_TELEMETRY: "0",
+		ANTHROPIC_API_KEY: undefined,
+		ANTHROPIC_OAUTH_TOKEN: undefined,
+		ANTHROPIC_BASE_URL: undefined,
+		PI_MCC_REFRESH_MARGIN_MS: undefined,
+	};
+}
+
+/**
  * A private temp HOME, agent dir, cwd and keychain service for one test file, exported into process.env (which
  * the extension reads when pi loads it). Call before starting sessions; vitest runs each file in its own
  * process, so files never see each other's variables.
@@ -90,22 +120,7 @@ export function createTestEnv(options: TestEnvOptions = {}): TestEnv {
 			else process.env[name] = value;
 		}
 	};
-	set({
-		HOME: home,
-		PI_CODING_AGENT_DIR: agentDir,
-		PI_MCC_KEYCHAIN_SERVICE: keychainService,
-		PI_MCC_NO_BROWSER: "1",
-		PI_MCC_CALLBACK_PORT: "0",
-		PI_OFFLINE: "1",
-		PI_SKIP_VERSION_CHECK: "1",
-		PI_TELEMETRY: "0",
-		// Real credentials from the developer's shell must never reach a test.
-		ANTHROPIC_API_KEY: undefined,
-		ANTHROPIC_OAUTH_TOKEN: undefined,
-		PI_MCC_ANTHROPIC_BASE_URL: options.anthropicBaseUrl,
-		PI_MCC_TOKEN_URL: options.tokenUrl,
-		...options.extra,
-	});
+	set({ ...isolatedPiVariables({ home, agentDir, keychainService, ...options }), ...options.extra });
 	return {
 		root,
 		home,
