@@ -278,7 +278,11 @@ async function tryAccount(request: Request, index: number): Promise<"ended" | "n
 		return "next";
 	}
 	let text = event.error.errorMessage ?? "the request failed";
-	if (failure.kind === "auth") {
+	if (captured.redirect) {
+		text =
+			`${captured.redirect}: requests carrying a token never follow one, so nothing was sent where it points. ` +
+			"Check PI_MCC_ANTHROPIC_BASE_URL and any proxy between you and Anthropic.";
+	} else if (failure.kind === "auth") {
 		text = `Anthropic refused the token of account "${label}" (${text}). Run /mcc-login ${label} to log in again.`;
 	}
 	if (usage) request.writes.push(saveAttempt(deps.core, label, usage));

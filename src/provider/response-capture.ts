@@ -4,14 +4,19 @@
  * retry-after and the rate-limit reset decide the cooldown, and the usage figures ride on every response.
  * pi-ai 1.x takes a fetch per request: the capture is then a wrapper of the request's own fetch. pi-ai 0.73 does
  * not, so there a process-wide fetch wrapper records the requests that carry this provider's marker header.
+ * Either way the capture also keeps a request with a token from following a redirect (the fetch default would
+ * resend it, headers and all, wherever the answer points): a 3xx is answered as it is and recorded.
  */
 import { randomUUID } from "node:crypto";
+import { isRedirect, redirectText } from "../oauth/token-endpoint.ts";
 
 export interface CapturedResponse {
 	status?: number;
 	headers?: Record<string, string>;
 	/** Told as each response head arrives, before pi-ai reads the body (a 429 can be acted on at once). */
 	onHead?: () => void;
+	/** "the Messages API at … answered with a redirect (HTTP 307 to …)": set when one was refused. */
+	redirect?: string;
 }
 
 type Fetch = typeof globalThis.fetch;
@@ -19,7 +24,7 @@ type Fetch = typeof globalThis.fetch;
 /** A fetch that records into `record` what the fetch it wraps answered (the last answer wins, as a resend would). */
 export function recordingFetch(record: CapturedResponse, underlying?: Fetch): Fetch {
 	return async (input, init) => {
-		const response = await (underlying ?? globalThis.fetch)(input, init);
+		const response = await (underlying ?? globalThis.fetch)(input, { ...init, redirect: "manual" });
 		capture(record, response);
 		return response;
 	};
@@ -27,6 +32,7 @@ export function recordingFetch(record: CapturedResponse, underlying?: Fetch): Fe
 
 function capture(record: CapturedResponse, response: Response): void {
 	record.status = response.status;
+	if (isRedirect(response.status)) record.redirect = redirectText(`the Messages API${at(response.url)}`, response);
 	const headers: Record<string, string> = {};
 	response.headers.forEach((value, name) => {
 		headers[name.toLowerCase()] = value;
@@ -36,6 +42,15 @@ function capture(record: CapturedResponse, response: Response): void {
 		record.onHead?.();
 	} catch {
 		// The request's own reading of the response goes on regardless.
+	}
+}
+
+/** " at https://host:port" for a response's URL (its origin only: no user info, path or query), else "". */
+function at(url: string): string {
+	try {
+		return ` at ${new URL(url).origin}`;
+	} catch {
+		return "";
 	}
 }
 
@@ -63,7 +78,7 @@ function captureGlobal(): CaptureGlobal {
 		// For every other fetch in the process (no marker) this is a plain pass-through: one header lookup.
 		globalThis.fetch = async function capturingFetch(input, init) {
 			const record = takeMarker(init, records);
-			const response = await original(input, init);
+			const response = await original(input, record ? { ...init, redirect: "manual" } : init);
 			if (record) capture(record, response);
 			return response;
 		};
