@@ -1,7 +1,9 @@
 /**
  * The extension's two small JSON files: the config (labels, defaults, fallback chains) and the shared state
  * (cooldowns, usage figures, needs-login marks). Neither ever holds a secret; both are validated on every read
- * and before every write, replaced atomically 0600, and never overwritten while they cannot be parsed.
+ * and before every write, replaced atomically 0600, and never overwritten while they cannot be parsed. Both
+ * files' parsers and the one store class behind them stay together (a little over 300 lines): the parsers'
+ * errors, the plaintext check and the store's read-modify-write are one contract, tested as one.
  */
 
 import { FileLockError, withFileLock } from "../fs/file-lock.ts";
