@@ -261,13 +261,12 @@ async function removeStaleTempFilesSometimes(file: string): Promise<void> {
 }
 
 /**
- * Removes the temp files a killed `writePrivateFileAtomic` of `file` left behind (a killed migration's temp file
- * of pi's auth.json holds tokens). Only files of exactly its naming (`.<name>.<pid>.<12 hex>.tmp`) are touched,
- * only regular files of this user, and never one whose writer may still be at work: this process's own writes
- * in progress, and any whose pid is alive and was not reused since the file was written (a stopped writer
- * included). Returns the names removed.
+ * The temp files a killed `writePrivateFileAtomic` of `file` left behind (a killed migration's temp file of pi's
+ * auth.json holds tokens), by name. Only files of exactly its naming (`.<name>.<pid>.<12 hex>.tmp`) count, only
+ * regular files of this user, and never one whose writer may still be at work: this process's own writes in
+ * progress, and any whose pid is alive and was not reused since the file was written (a stopped writer included).
  */
-export async function removeStaleTempFiles(file: string): Promise<string[]> {
+export async function staleTempFiles(file: string): Promise<string[]> {
 	const dir = dirname(file);
 	const pattern = new RegExp(`^\\.${escapeRegExp(basename(file))}\\.(\\d{1,10})\\.[0-9a-f]{12}\\.tmp$`);
 	let names: string[];
@@ -276,7 +275,7 @@ export async function removeStaleTempFiles(file: string): Promise<string[]> {
 	} catch {
 		return [];
 	}
-	const removed: string[] = [];
+	const stale: string[] = [];
 	for (const name of names) {
 		const pid = Number(pattern.exec(name)?.[1]);
 		if (!Number.isInteger(pid) || pid <= 0) continue;
@@ -286,7 +285,16 @@ export async function removeStaleTempFiles(file: string): Promise<string[]> {
 		if (!stat?.isFile() || stat.nlink !== 1) continue;
 		if (process.platform !== "win32" && stat.uid !== process.getuid?.()) continue;
 		if (pid !== process.pid && mayStillBeWriting(pid, stat.mtimeMs)) continue;
-		await fs.unlink(path).then(
+		stale.push(name);
+	}
+	return stale;
+}
+
+/** Removes the temp files `staleTempFiles` names; returns the names removed. */
+export async function removeStaleTempFiles(file: string): Promise<string[]> {
+	const removed: string[] = [];
+	for (const name of await staleTempFiles(file)) {
+		await fs.unlink(join(dirname(file), name)).then(
 			() => removed.push(name),
 			() => {},
 		);

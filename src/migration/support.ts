@@ -3,7 +3,8 @@
  * notice before waiting for a held lock, quiet JSON parsing, and the clean-up of temp files a killed run left.
  */
 import { promises as fs } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
+import { removeStaleTempFiles as removeStaleTemps, staleTempFiles as staleTempNames } from "../fs/private-file.ts";
 import { redactSecrets } from "../redact.ts";
 
 /** Exit code for a command line the script cannot act on (unknown flag, bad label argument). */
@@ -133,49 +134,22 @@ export function parseJsonQuietly(text: string, file: string, refuseProtoKey = fa
 	return value;
 }
 
-/** A temp file untouched this long is not being written: an atomic write takes milliseconds. */
-const TEMP_FILE_STALE_MS = 10 * 60_000;
-
 /**
- * The temp files an atomic rewrite of `file` left behind when its process was killed (`.<name>.<pid>.<hex>.tmp`,
- * writePrivateFileAtomic's naming): exactly that pattern, regular files only, and only when their process is gone
- * or they have not been touched for 10 minutes, so a file a live process is writing is never among them. One of
- * auth.json holds copies of other providers' tokens.
+ * The temp files an atomic rewrite of `file` left behind when its process was killed, as paths: the private-file
+ * writer's own rule (its naming, regular files of this user, whose writer is gone), one of auth.json holds copies
+ * of other providers' tokens.
  */
 export async function staleTempFiles(file: string): Promise<string[]> {
-	const dir = dirname(file);
-	const prefix = `.${basename(file)}.`;
-	const names = await fs.readdir(dir).catch(() => [] as string[]);
-	const stale: string[] = [];
-	for (const name of names) {
-		const match = /^(\d+)\.[0-9a-f]{12}\.tmp$/.exec(name.slice(prefix.length));
-		if (!name.startsWith(prefix) || !match) continue;
-		const stat = await fs.lstat(join(dir, name)).catch(() => undefined);
-		if (!stat?.isFile()) continue;
-		const old = Date.now() - stat.mtimeMs > TEMP_FILE_STALE_MS;
-		if (old || !processAlive(Number(match[1]))) stale.push(join(dir, name));
-	}
-	return stale;
+	return (await staleTempNames(file)).map((name) => join(dirname(file), name));
 }
 
 /** Removes the stale temp files of each file (see staleTempFiles) and says which. */
 export async function removeStaleTempFiles(files: readonly string[], out: Output): Promise<void> {
 	for (const file of files) {
-		for (const temp of await staleTempFiles(file)) {
-			await fs.rm(temp, { force: true });
+		for (const name of await removeStaleTemps(file)) {
+			const temp = join(dirname(file), name);
 			out.info(`Removed ${temp}, a temp file an interrupted run left behind (a partial copy of ${file}).`);
 		}
-	}
-}
-
-function processAlive(pid: number): boolean {
-	if (pid === process.pid) return true;
-	try {
-		process.kill(pid, 0);
-		return true;
-	} catch (error) {
-		// EPERM: it exists, as another user's process.
-		return (error as { code?: unknown }).code === "EPERM";
 	}
 }
 
