@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { type AccountsConfig, emptyState } from "../../src/config/schema.ts";
 import { type Core, createCore } from "../../src/core.ts";
 import { readSettings } from "../../src/settings.ts";
+import { uniqueService } from "../../test/helpers/keyring.ts";
 import { isolatedPiVariables } from "../../test/helpers/pi-harness.ts";
 
 export interface BenchEnv {
@@ -51,7 +52,9 @@ export async function createBenchEnv(options: BenchEnvOptions): Promise<BenchEnv
 	const agentDir = join(home, ".pi", "agent");
 	const cwd = join(root, "project");
 	for (const dir of [home, agentDir, cwd]) await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-	const keychainService = `pi-mcc-bench-${process.pid}-${randomBytes(4).toString("hex")}`;
+	// The tests' naming and ledger: on macOS and Windows the runner deletes every item left under it, even when a
+	// phase failed before its own clean-up.
+	const keychainService = uniqueService("bench");
 	const vars = isolatedPiVariables({ home, agentDir, keychainService, ...options });
 	for (const [name, value] of Object.entries(vars)) {
 		if (value === undefined) delete process.env[name];

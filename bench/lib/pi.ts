@@ -9,15 +9,18 @@ import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import type { AssistantMessage } from "@mariozechner/pi-ai";
 import type { AgentSession, ExtensionUIContext } from "@mariozechner/pi-coding-agent";
-import { createRecordingUi } from "../../test/helpers/pi-harness.ts";
+import { createRecordingUi, withTimeout } from "../../test/helpers/pi-harness.ts";
 import { piLine, piSdk, REPO_ROOT as ROOT } from "../../test/helpers/pi-line.ts";
 import { startMarks, stopMarks } from "./fetch-timing.ts";
 
 export const REPO_ROOT = ROOT;
 /** The extension under test: index.ts, or (to try a candidate change without touching src/) PI_MCC_BENCH_EXTENSION. */
 export const EXTENSION_PATH = process.env.PI_MCC_BENCH_EXTENSION || join(REPO_ROOT, "index.ts");
-export const MCC_PROVIDER = "multi-claude-code";
 export const MODEL_ID = "claude-sonnet-4-5";
+
+/** Bounds on pi's own steps: a prompt to the instant fake server takes milliseconds, a session's end less. */
+const PROMPT_TIMEOUT_MS = 20_000;
+const SESSION_STEP_TIMEOUT_MS = 5_000;
 
 export interface TimedPrompt {
 	ms: number;
@@ -72,7 +75,8 @@ export async function createBenchSession(options: SessionOptions): Promise<Bench
 	let session = await startSession(options);
 	const end = async (ended: AgentSession) => {
 		// As pi does before it disposes a session: the extension hears of its end (and forgets that session).
-		await ended.extensionRunner?.emit({ type: "session_shutdown", reason: "quit" } as never).catch(() => {});
+		const shutdown = ended.extensionRunner?.emit({ type: "session_shutdown", reason: "quit" } as never);
+		await withTimeout(Promise.resolve(shutdown), SESSION_STEP_TIMEOUT_MS, "session_shutdown").catch(() => {});
 		ended.dispose();
 	};
 	return {
@@ -85,7 +89,7 @@ export async function createBenchSession(options: SessionOptions): Promise<Bench
 			session.agent.state.messages = [];
 			const marks = startMarks();
 			const started = performance.now();
-			await session.prompt(text);
+			await withTimeout(session.prompt(text), PROMPT_TIMEOUT_MS, `prompt "${text}"`, () => void session.abort());
 			const ended = performance.now();
 			stopMarks();
 			const ms = ended - started;
@@ -100,7 +104,7 @@ export async function createBenchSession(options: SessionOptions): Promise<Bench
 			return { ms, beforeRequestMs, afterResponseMs, ok, text: replyText, error };
 		},
 		async useAccount(label) {
-			await session.prompt(`/mcc-use ${label}`);
+			await withTimeout(session.prompt(`/mcc-use ${label}`), PROMPT_TIMEOUT_MS, `/mcc-use ${label}`);
 		},
 		async renew() {
 			const old = session;
@@ -154,7 +158,8 @@ async function startSession(options: SessionOptions): Promise<AgentSession> {
 		thinkingLevel: "off",
 	});
 	// As pi's modes do: bind a UI (the extension's session_start attaches its footer to it).
-	await session.bindExtensions({ ...sdk.bindMode, uiContext: silentUi(), onError: () => {} });
+	const bind = session.bindExtensions({ ...sdk.bindMode, uiContext: silentUi(), onError: () => {} });
+	await withTimeout(bind, PROMPT_TIMEOUT_MS, "binding the extension (session_start)");
 	return session;
 }
 

@@ -63,6 +63,8 @@ export interface LineResults {
 export interface Results extends LineResults {
 	/** The same keys, measured on the current pi 1.x line (Node >= 22.19, in a child process). */
 	pi1x?: LineResults;
+	/** The whole run, both lines (each line's own time is its `durationSec`). */
+	totalDurationSec?: number;
 }
 
 export function targets(r: Omit<LineResults, "targets">): Target[] {
@@ -449,7 +451,7 @@ export function renderMarkdown(r: Results): string {
 	const out: string[] = [
 		"# Benchmark results: pi-multi-claude-code",
 		"",
-		`Generated ${r.generatedAt} by \`npm run bench\` in ${r.durationSec.toFixed(0)} s` +
+		`Generated ${r.generatedAt} by \`npm run bench\` in ${(r.totalDurationSec ?? r.durationSec).toFixed(0)} s` +
 			`${r.quick ? " — **quick run (reduced samples, not for the record)**" : ""}, on ` +
 			`${lines.map(lineName).join(" and ")}. Every phase ran on each line in one process tree (the pi 1.x half in ` +
 			"a child process on its own Node) against fake servers on 127.0.0.1; `bench/results.json` holds every " +
