@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Core } from "../src/core.ts";
 import { createCore } from "../src/core.ts";
 import { readSettings } from "../src/settings.ts";
+import { errorText } from "../src/text.ts";
 import {
 	type FakeTokenEndpoint,
 	newAccessToken,
@@ -15,17 +16,14 @@ import {
 import {
 	once,
 	requireSecretService,
+	resumeProcess,
 	secretToolClear,
 	secretToolLookup,
 	uniqueService,
+	waitFor,
 	waitForExit,
 } from "./helpers/keyring.ts";
-import {
-	lineAfter,
-	type RefreshWorker,
-	type RefreshWorkerLine,
-	startRefreshWorker,
-} from "./helpers/refresh-workers.ts";
+import { lineAfter, type RefreshWorker, type RefreshWorkerLine, startRefreshWorker } from "./helpers/worker-process.ts";
 
 const SERVICE = uniqueService("contention");
 // Eight processes start on two cores: allow for a loaded machine (every wait inside is bounded).
@@ -178,15 +176,6 @@ describe("many pi processes asking for the same expiring account at once", () =>
 	});
 });
 
-/** Lets a stopped child run again, whatever happened in between (a test must never leave one stopped). */
-function resume(worker: RefreshWorker): void {
-	try {
-		if (worker.child.pid) process.kill(worker.child.pid, "SIGCONT");
-	} catch {
-		// already gone
-	}
-}
-
 describe("a refresh whose process is frozen (SIGSTOP) after it sent, while a second process needs the account", () => {
 	it(
 		"the endpoint never sees the refresh token twice; after SIGCONT both get the new token and no mark remains",
@@ -201,11 +190,9 @@ describe("a refresh whose process is frozen (SIGSTOP) after it sent, while a sec
 			current().workers.push(first);
 			expect((await lineAfter(first, 0, 60_000)).status).toBe("expired");
 			first.child.stdin?.write("go\n");
-			const deadline = Date.now() + 20_000;
-			while (fake.requests.length === 0) {
-				if (Date.now() > deadline) throw new Error(`the first process sent no refresh: ${first.output}`);
-				await new Promise((resolve) => setTimeout(resolve, 5));
-			}
+			await waitFor(() => fake.requests.length > 0, "the first process's refresh", 20_000, 5).catch((error) => {
+				throw new Error(`${errorText(error)}: ${first.output}`);
+			});
 			process.kill(first.child.pid ?? 0, "SIGSTOP");
 			try {
 				const second = startRefreshWorker(workerEnv);
@@ -221,7 +208,7 @@ describe("a refresh whose process is frozen (SIGSTOP) after it sent, while a sec
 					await fs.readFile(join(dir, "agent", "multi-claude-code-locks", `${label}.sending`), "utf8"),
 				);
 				expect(record).toMatchObject({ pid: first.child.pid, from: old.expires });
-				resume(first);
+				if (first.child.pid) resumeProcess(first.child.pid);
 				const [one, two] = await Promise.all([lineAfter(first, 1, 30_000), lineAfter(second, 1, 30_000)]);
 				console.log(
 					`[contention] frozen sender: the second process waited ${(two.endedAt ?? 0) - (two.startedAt ?? 0)} ms ` +
@@ -233,7 +220,7 @@ describe("a refresh whose process is frozen (SIGSTOP) after it sent, while a sec
 				expect(one.sha256).toBe(sha256(access ?? ""));
 				expect(two.sha256).toBe(sha256(access ?? ""));
 			} finally {
-				resume(first);
+				if (first.child.pid) resumeProcess(first.child.pid);
 			}
 			expect(fake.reusedRefreshTokens()).toEqual([]);
 			expect(fake.requests).toHaveLength(1);

@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { waitForExit } from "../../test/helpers/keyring.ts";
-import { type RefreshWorker, type RefreshWorkerLine, startRefreshWorker } from "../../test/helpers/refresh-workers.ts";
+import { type RefreshWorker, type RefreshWorkerLine, startRefreshWorker } from "../../test/helpers/worker-process.ts";
 import type { BenchContext } from "../lib/context.ts";
 import { median, round as round3, type Summary, settle, summarize } from "../lib/stats.ts";
 

@@ -386,7 +386,8 @@ export async function continueDaemon(target: number | Env = process.env): Promis
 	resumeProcess(pid);
 }
 
-function resumeProcess(pid: number): void {
+/** SIGCONT to `pid`, if it still exists: a test must never leave a process stopped. */
+export function resumeProcess(pid: number): void {
 	try {
 		process.kill(pid, "SIGCONT");
 	} catch (error) {

@@ -2,38 +2,31 @@
  * Child processes running test/security/fixtures/security-worker.ts through jiti (what pi uses to load
  * extensions): each builds the extension's core from its own environment, as a pi process does.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { REPO_ROOT, waitForExit } from "../../helpers/keyring.ts";
+import { startWorkerProcess, type WorkerProcess } from "../../helpers/worker-process.ts";
 
 export const WORKER_FILE = join(REPO_ROOT, "test", "security", "fixtures", "security-worker.ts");
-const BOOT = [
-	`import { createJiti } from "jiti";`,
-	`await createJiti(import.meta.url).import(${JSON.stringify(WORKER_FILE)});`,
-].join(" ");
 
 export type WorkerLine = Record<string, unknown> & { pid?: number; id?: unknown };
 
 export class Worker {
-	readonly lines: WorkerLine[] = [];
-	/** Everything it printed on stdout and stderr, for failure messages and leak scans. */
-	output = "";
 	private nextId = 0;
 
-	private constructor(readonly child: ChildProcess) {
-		createInterface({ input: child.stdout! }).on("line", (line) => {
-			this.output += `${line}\n`;
-			try {
-				this.lines.push(JSON.parse(line) as WorkerLine);
-			} catch {
-				// kept in output
-			}
-		});
-		child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
-			this.output += chunk;
-		});
-		child.stdin?.on("error", () => {});
+	private constructor(private readonly worker: WorkerProcess<WorkerLine>) {}
+
+	get child(): ChildProcess {
+		return this.worker.child;
+	}
+
+	get lines(): WorkerLine[] {
+		return this.worker.lines;
+	}
+
+	/** Everything it printed on stdout and stderr, for failure messages and leak scans. */
+	get output(): string {
+		return this.worker.output;
 	}
 
 	/** Starts a worker; `wrap` may put it under another command (strace). Resolves once it is ready. */
@@ -41,10 +34,7 @@ export class Worker {
 		env: NodeJS.ProcessEnv,
 		options: { wrap?: (command: string, args: readonly string[]) => [string, string[]]; readyWithinMs?: number } = {},
 	): Promise<Worker> {
-		const args = ["--input-type=module", "-e", BOOT];
-		const [command, argv] = options.wrap ? options.wrap(process.execPath, args) : [process.execPath, args];
-		const child = spawn(command, argv, { cwd: REPO_ROOT, env, stdio: ["pipe", "pipe", "pipe"] });
-		const worker = new Worker(child);
+		const worker = new Worker(startWorkerProcess<WorkerLine>(WORKER_FILE, env, options.wrap));
 		try {
 			await worker.waitLine((line) => line.ready === true, options.readyWithinMs ?? 60_000, "ready");
 		} catch (error) {
