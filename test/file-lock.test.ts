@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FileLockError, withFileLock } from "../src/fs/file-lock.ts";
-import { REPO_ROOT, runCommand } from "./helpers/keyring.ts";
+import { REPO_ROOT, runCommand, waitFor } from "./helpers/keyring.ts";
 
 let dir: string;
 
@@ -104,11 +104,7 @@ describe("a lease on a file lock", () => {
 			],
 			{ env: { ...process.env, LOCK_TARGET: target }, cwd: REPO_ROOT, timeoutMs: 30_000 },
 		);
-		const deadline = Date.now() + 20_000;
-		while (!(await exists(`${target}.lock`))) {
-			if (Date.now() > deadline) throw new Error("the other process never took the lock");
-			await sleep(10);
-		}
+		await waitFor(() => exists(`${target}.lock`), "the other process to take the lock", 20_000, 10);
 		const takenAt = Date.now();
 		let stillOurs = false;
 		const mine = withFileLock(

@@ -21,6 +21,7 @@ import { createStateStore } from "../src/config/stores.ts";
 import { OsSecretStore } from "../src/keychain/os-secret-store.ts";
 import { MAX_SECRET_BYTES, storedSecretBytes } from "../src/keychain/secret-store.ts";
 import { ANTHROPIC_OAUTH, HttpTokenEndpoint } from "../src/oauth/token-endpoint.ts";
+import { rejection } from "./helpers/expect-error.ts";
 import { type FakeTokenEndpoint, startFakeTokenEndpoint } from "./helpers/fake-token-endpoint.ts";
 import { once, requireSecretService, secretToolClear, secretToolLookup, uniqueService } from "./helpers/keyring.ts";
 import { FakeClock } from "./helpers/memory-broker.ts";
@@ -99,15 +100,6 @@ afterEach(async () => {
 	await fs.rm(done.dir, { recursive: true, force: true });
 });
 
-async function accountError(promise: Promise<unknown>): Promise<AccountError> {
-	const error = await promise.then(
-		() => undefined,
-		(thrown: unknown) => thrown,
-	);
-	expect(error).toBeInstanceOf(AccountError);
-	return error as AccountError;
-}
-
 function expectNoIssuedToken(error: Error): void {
 	const { issued } = current().fake;
 	expect(issued.length).toBeGreaterThan(0);
@@ -123,7 +115,7 @@ describe("a refreshed token pair too large for a Windows item", () => {
 		expect(before).not.toBeNull();
 
 		fake.setTokenLength(OVERSIZED_TOKEN);
-		const error = await accountError(broker.getAccessToken(label));
+		const error = await rejection(broker.getAccessToken(label), AccountError);
 		expect(fake.requests.map((request) => request.refresh_token)).toEqual([pair.refresh]);
 		expect(error.kind).toBe("refresh_failed");
 		expect(error.label).toBe(label);
@@ -140,7 +132,7 @@ describe("a refreshed token pair too large for a Windows item", () => {
 
 		// The endpoint retired the old refresh token when it rotated it, so the account then asks for a login.
 		fake.setTokenLength(undefined);
-		expect((await accountError(broker.getAccessToken(label))).kind).toBe("needs_login");
+		expect((await rejection(broker.getAccessToken(label), AccountError)).kind).toBe("needs_login");
 		expect(await secretToolLookup(SERVICE, label)).toBe(before);
 	});
 });
@@ -150,13 +142,14 @@ describe("a login whose token pair is too large for a Windows item", () => {
 		const { broker, fake, label } = current();
 		fake.setTokenLength(OVERSIZED_TOKEN);
 		fake.registerCode("big-code-0123456789");
-		const error = await accountError(
+		const error = await rejection(
 			broker.loginWithCode(label, {
 				code: "big-code-0123456789",
 				state: "state-abc",
 				verifier: "verifier-0123456789abcdef",
 				redirectUri: ANTHROPIC_OAUTH.redirectUri,
 			}),
+			AccountError,
 		);
 		expect(error.message).toContain(`The new login of "${label}" was not stored`);
 		expect(error.message).toContain("Nothing was written");

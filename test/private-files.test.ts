@@ -18,7 +18,8 @@ import {
 	removeStaleTempFiles,
 	writePrivateFileAtomic,
 } from "../src/fs/private-file.ts";
-import { REPO_ROOT, runCommand, waitForExit } from "./helpers/keyring.ts";
+import { rejection } from "./helpers/expect-error.ts";
+import { REPO_ROOT, resumeProcess, runCommand, waitForExit } from "./helpers/keyring.ts";
 
 let dir: string;
 const children: ChildProcess[] = [];
@@ -29,7 +30,7 @@ beforeEach(async () => {
 
 afterEach(async () => {
 	for (const child of children.splice(0)) {
-		if (child.pid) process.kill(child.pid, "SIGCONT");
+		if (child.pid) resumeProcess(child.pid);
 		child.kill("SIGKILL");
 		await waitForExit(child, 5_000);
 	}
@@ -49,15 +50,6 @@ async function foreignDirectory(path: string): Promise<void> {
 	} else {
 		await fs.symlink("/", path);
 	}
-}
-
-async function configError(promise: Promise<unknown>): Promise<ConfigError> {
-	const error = await promise.then(
-		() => undefined,
-		(caught: unknown) => caught,
-	);
-	if (!(error instanceof ConfigError)) throw new Error(`expected a ConfigError, got ${String(error)}`);
-	return error;
 }
 
 /** A child process that lives until the test ends (a writer that is still at work). */
@@ -82,8 +74,9 @@ describe("a directory the extension keeps its files or locks in", () => {
 			await fs.mkdir(agentDir);
 			await fs.chmod(agentDir, mode);
 			const file = join(agentDir, "multi-claude-code.json");
-			const error = await configError(
+			const error = await rejection(
 				createConfigStore(file).update((config) => ({ next: config, result: undefined })),
+				ConfigError,
 			);
 			expect(error.kind).toBe("unsafe");
 			expect(error.message).toContain(`The directory ${agentDir} is writable by other users`);
@@ -100,11 +93,12 @@ describe("a directory the extension keeps its files or locks in", () => {
 		const agentDir = join(dir, "agent");
 		await foreignDirectory(agentDir);
 		const before = await fs.readdir(agentDir);
-		const error = await configError(
+		const error = await rejection(
 			createConfigStore(join(agentDir, "multi-claude-code.json")).update((config) => ({
 				next: config,
 				result: undefined,
 			})),
+			ConfigError,
 		);
 		expect(error.kind).toBe("unsafe");
 		expect(error.message).toContain("belongs to another user");

@@ -120,7 +120,6 @@ async function expectClean(pi: Pi, label: string): Promise<void> {
 	}
 }
 
-/** Rounds of new, fork, switch/resume, (clone), reload with a request after each, and bursts without one. */
 /** Starts each action (a command, the shortcut) and replaces the session while it runs; then lets it end. */
 async function raceWithReplacement(pi: Pi, actions: Array<() => Promise<unknown>>): Promise<void> {
 	for (const action of actions) {
@@ -141,6 +140,7 @@ async function replaceRightAfterStart(pi: Pi, sessions: { homeFile: string; work
 	await expectClean(pi, "home");
 }
 
+/** Rounds of new, fork, switch/resume, (clone), reload with a request after each, and bursts without one. */
 async function replaceBetweenRequests(pi: Pi): Promise<void> {
 	const homeFile = await savedHomeSession(pi);
 	for (let round = 1; round <= ROUNDS; round++) {

@@ -81,16 +81,6 @@ export async function setupAccounts(options: SetupAccountsOptions): Promise<Reco
 	return result;
 }
 
-/** Replaces the fallback list of one account. */
-export async function setFallback(label: string, targets: string[]): Promise<void> {
-	await testCore().config.update((config) => {
-		const account = config.accounts.find((a) => a.label === label);
-		if (!account) throw new Error(`no account ${label}`);
-		account.fallbackTo = [...targets];
-		return { next: config, result: undefined };
-	});
-}
-
 /** The shared state file (cooldowns, needs-login marks) as the extension wrote it. */
 export async function readState(): Promise<SharedState> {
 	return testCore().state.read();

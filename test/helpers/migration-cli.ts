@@ -17,9 +17,9 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 /**
  * Compiles the bin once with the package's own tsconfig.build.json, as `npm run build` does, never into dist/ (a
- * concurrent build could hand a child half a file): inside test/run-with-keyring.sh into its scratch directory
- * (deleted at exit), under a lock so parallel test files share one build; elsewhere into a temp directory of this
- * file's own. Around it, what an installed package has: "type": "module" and its dependencies. Bounded: a hung
+ * concurrent build could hand a child half a file): inside `npm test`'s private keyring (test/run-tests.ts) into
+ * its scratch directory (deleted at exit), under a lock so parallel test files share one build; elsewhere into a
+ * temp directory of this file's own. Around it, what an installed package has: "type": "module" and its dependencies. Bounded: a hung
  * compiler fails the suite instead of hanging it.
  */
 async function build(): Promise<{ script: string; remove: () => Promise<void> }> {

@@ -72,10 +72,6 @@ export class Sandbox {
 	}
 
 	/**
-	 * A SIGKILLed holder leaves its lock directory behind; nobody refreshes it any more, so after 15 s (30 s for
-	 * auth.json) any contender takes it over. Ageing it stands in for that wait.
-	 */
-	/**
 	 * Makes the locks a killed run left behind (the config's, and the accounts' refresh locks the broker takes to
 	 * store a login) look abandoned for two minutes, so the next run takes them over at once.
 	 */

@@ -28,19 +28,10 @@ import {
 	startFakeTokenEndpoint,
 } from "./fake-token-endpoint.ts";
 import { clearKeychainService, deleteKeychainItem, readKeychainItem, uniqueService, waitFor } from "./keyring.ts";
-import {
-	DEFAULT_MODEL_ID,
-	EXTENSION_PATH,
-	type PiCredentials,
-	PROVIDER,
-	piLine,
-	piSdk,
-	STATUS_KEY,
-} from "./pi-line.ts";
+import { DEFAULT_MODEL_ID, EXTENSION_PATH, type PiCredentials, PROVIDER, piSdk, STATUS_KEY } from "./pi-line.ts";
 
 export { DEFAULT_MODEL_ID, EXTENSION_PATH, PROVIDER, REPO_ROOT, STATUS_KEY } from "./pi-line.ts";
 /** The line's pi CLI, for tests that run it with process.execPath (piCommand also picks the node and notes it). */
-export const PI_CLI = piLine().cliPath;
 export { startPiProcess } from "./rpc-pi.ts";
 export { waitFor };
 
