@@ -44,8 +44,6 @@ export interface Settings {
 	keychainTimeoutMs: number;
 	/** `PI_MCC_TOKEN_URL`: the OAuth token endpoint, when overridden (tests, proxies), exactly as given. */
 	tokenUrl: string | undefined;
-	/** Why `PI_MCC_TOKEN_URL` is refused (then no token request is sent at all), with the fix. */
-	tokenUrlProblem: string | undefined;
 	/** `PI_MCC_TOKEN_TIMEOUT_MS`. */
 	tokenTimeoutMs: number;
 	/** `PI_MCC_ANTHROPIC_BASE_URL`: the Messages API and the OAuth usage endpoint. */
@@ -75,13 +73,11 @@ export interface Settings {
 
 export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 	const anthropicOverride = nonEmpty(env.PI_MCC_ANTHROPIC_BASE_URL);
-	const tokenUrl = nonEmpty(env.PI_MCC_TOKEN_URL);
 	return {
 		paths: resolvePaths(env),
 		keychainService: nonEmpty(env.PI_MCC_KEYCHAIN_SERVICE) ?? KEYCHAIN_SERVICE,
 		keychainTimeoutMs: positiveNumber(env.PI_MCC_KEYCHAIN_TIMEOUT_MS) ?? DEFAULT_KEYCHAIN_TIMEOUT_MS,
-		tokenUrl,
-		tokenUrlProblem: tokenUrl === undefined ? undefined : endpointUrlProblem("PI_MCC_TOKEN_URL", tokenUrl),
+		tokenUrl: nonEmpty(env.PI_MCC_TOKEN_URL),
 		tokenTimeoutMs: positiveNumber(env.PI_MCC_TOKEN_TIMEOUT_MS) ?? DEFAULT_TOKEN_TIMEOUT_MS,
 		// Never the default in place of a refused override: requests fail with the problem instead.
 		anthropicBaseUrl: anthropicOverride ?? DEFAULT_ANTHROPIC_BASE_URL,

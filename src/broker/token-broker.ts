@@ -61,8 +61,9 @@ export class TokenBroker {
 		return this.items.backend;
 	}
 
-	get tokenUrl(): string {
-		return this.endpoint.url;
+	/** Why the token endpoint sends nothing (a refused PI_MCC_TOKEN_URL), for /mcc-status. */
+	get tokenUrlProblem(): string | undefined {
+		return this.endpoint.urlProblem;
 	}
 
 	/** A valid access token for the account, refreshed first when it expires within the margin. */

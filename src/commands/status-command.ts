@@ -97,7 +97,7 @@ export async function statusCommand(deps: CommandDeps, args: string, ctx: Extens
 				lines.push(`  ${binding.path} → ${binding.label}${binding.exists ? "" : " (directory no longer exists)"}`);
 			}
 		}
-		const endpoints = overrideLines(core.settings);
+		const endpoints = overrideLines(core.settings, core.broker.tokenUrlProblem);
 		lines.push(...endpoints.lines);
 		lines.push(...problems.map((problem) => `  (${problem})`));
 		ctx.ui.notify(lines.join("\n"), broken || endpoints.refused || problems.length > 0 ? "warning" : "info");
@@ -114,7 +114,7 @@ function sessionText(source: AccountSource | undefined): string {
  * Where tokens go when an environment variable sent them elsewhere than Anthropic: said on every status, since
  * whoever set it receives every token; a refused override says why and that nothing is sent.
  */
-function overrideLines(settings: Settings): { lines: string[]; refused: boolean } {
+function overrideLines(settings: Settings, tokenUrlProblem: string | undefined): { lines: string[]; refused: boolean } {
 	const lines: string[] = [];
 	let refused = false;
 	const overrides = [
@@ -123,7 +123,8 @@ function overrideLines(settings: Settings): { lines: string[]; refused: boolean 
 			what: "Token endpoint",
 			sent: "refresh tokens and login codes",
 			url: settings.tokenUrl,
-			problem: settings.tokenUrlProblem,
+			// Checked where the token endpoint is built: that check is what keeps a refused URL from every request.
+			problem: tokenUrlProblem,
 		},
 		{
 			name: "PI_MCC_ANTHROPIC_BASE_URL",

@@ -53,6 +53,8 @@ export interface CodeExchange {
 /** The one boundary to the OAuth token endpoint. Only the TokenBroker calls it. */
 export interface TokenEndpoint {
 	readonly url: string;
+	/** Why this endpoint refuses to send anything (a refused PI_MCC_TOKEN_URL), with the fix. */
+	readonly urlProblem?: string | undefined;
 	refresh(refreshToken: string): Promise<TokenGrant>;
 	exchangeCode(exchange: CodeExchange): Promise<TokenGrant>;
 }
